@@ -204,3 +204,15 @@ def config_hash(config: Any, length: int = 12) -> str:
     """Stable short hash of a config's values: equal configs share a hash across processes."""
     blob = json.dumps(to_dict(config), sort_keys=True, default=str)
     return hashlib.sha256(f"{type(config).__name__}:{blob}".encode()).hexdigest()[:length]
+
+
+def from_notebook(cls: type[C], profile: str, namespace: Mapping[str, Any]) -> C:
+    """The config a notebook's parameters describe: the profile's values, then every field of
+    `cls` that the notebook's namespace sets to something other than None.
+
+    Notebooks declare each field in their parameters cell with ``None`` meaning "the profile's
+    value", so Papermill can override any single field and the rest follow the profile.
+    """
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    overrides = {k: namespace[k] for k in names if k in namespace and namespace[k] is not None}
+    return for_profile(cls, profile, **overrides)

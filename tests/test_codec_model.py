@@ -1,0 +1,143 @@
+"""Codec model: shapes and frame rates, FSQ code range and index layout (against the
+transformers X-codec2 reference), config validation, semantic branch, overfitting one batch."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from workbench.codec.config import CodecConfig
+from workbench.codec.model import build_model
+from workbench.config import ConfigError, for_profile
+
+
+def tiny_config(**overrides) -> CodecConfig:
+    return for_profile(CodecConfig, "smoke", **overrides)
+
+
+def test_profiles_have_the_paper_rates():
+    for profile in ("smoke", "cpu", "gpu-1b"):
+        config = for_profile(CodecConfig, profile)
+        assert config.sample_rate == 16000 and config.hop_length == 320
+        assert config.frame_rate_hz == 50.0 and config.n_fft == 1280
+    assert for_profile(CodecConfig, "gpu-1b").codebook_size == 65536
+    assert for_profile(CodecConfig, "cpu").codebook_size == 1000
+
+
+@pytest.mark.parametrize("n_samples", [16000, 15999, 16001, 320])
+def test_encode_decode_shapes_follow_the_hop(n_samples):
+    torch.manual_seed(0)
+    model = build_model(tiny_config()).eval()
+    wav = torch.randn(2, 1, n_samples) * 0.1
+    with torch.no_grad():
+        encoding = model.encode(wav)
+        frames = math.ceil(n_samples / 320)
+        assert encoding.codes.shape == (2, frames) and encoding.codes.dtype == torch.long
+        assert encoding.latents.shape == (2, frames, model.config.latent_dim)
+        assert model.decode(encoding.codes).shape == (2, 1, frames * 320)
+        assert model(wav).audio.shape == wav.shape
+
+
+def test_other_rates_and_strides():
+    config = tiny_config(sample_rate=24000, strides=(2, 4, 5, 6))  # hop 240 -> 100 Hz
+    assert config.frame_rate_hz == 100.0
+    model = build_model(config).eval()
+    with torch.no_grad():
+        assert model.encode(torch.zeros(1, 1, 24000)).codes.shape == (1, 100)
+
+
+def test_decode_of_encode_codes_is_the_forward_reconstruction():
+    torch.manual_seed(0)
+    model = build_model(tiny_config()).eval()
+    wav = torch.randn(1, 1, 3200) * 0.1
+    with torch.no_grad():
+        from_codes = model.decode(model.encode(wav).codes)
+        assert torch.allclose(from_codes, model(wav).audio, atol=1e-5)
+
+
+def test_fsq_codes_cover_the_range_and_round_trip():
+    model = build_model(tiny_config(fsq_levels=(8, 5, 5, 5)))
+    fsq = model.quantizer
+    assert fsq.codebook_size == 1000
+    indices = torch.arange(1000)
+    values = fsq._indices_to_codes(indices)  # normalised per-dimension values in [-1, 1]
+    assert values.abs().max() <= 1.0
+    assert torch.equal(fsq.codes_to_indices(values), indices)
+    # extreme inputs still give codes inside the codebook
+    codes = fsq(torch.randn(2, 50, model.config.latent_dim) * 100)[1]
+    assert int(codes.min()) >= 0 and int(codes.max()) < 1000
+    with pytest.raises(ValueError, match="outside"):
+        model.decode(torch.tensor([[1000]]))
+
+
+def test_fsq_index_layout_matches_the_transformers_reference():
+    """Same levels -> same code for the same index as transformers' Xcodec2 FSQ, so a code
+    stream means the same thing in both (first level varies fastest)."""
+    from transformers import Xcodec2Config
+    from transformers.models.xcodec2.modeling_xcodec2 import Xcodec2FiniteScalarQuantization
+
+    levels = [4, 4, 4, 4, 4, 4, 4, 4]
+    model = build_model(tiny_config(fsq_levels=tuple(levels)))
+    reference = Xcodec2FiniteScalarQuantization(Xcodec2Config(quantization_levels=levels))
+    indices = torch.randint(0, 65536, (500,), generator=torch.Generator().manual_seed(0))
+    ours = model.quantizer._indices_to_codes(indices)
+    theirs = reference.codebook[indices]
+    assert torch.allclose(ours, theirs.float())
+
+
+def test_config_validation_names_the_bad_value():
+    with pytest.raises(ConfigError, match="not a multiple of hop"):
+        tiny_config(strides=(3, 7))
+    with pytest.raises(ConfigError, match="level"):
+        tiny_config(fsq_levels=(2, 4))
+    with pytest.raises(ConfigError, match="fsq_levlels"):
+        for_profile(CodecConfig, "smoke", fsq_levlels=(4,))
+
+
+def test_semantic_branch_with_a_tiny_teacher(tmp_path):
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    teacher_config = Wav2Vec2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                    intermediate_size=32, conv_dim=(8, 8), conv_stride=(5, 4),
+                                    conv_kernel=(10, 4), num_feat_extract_layers=2,
+                                    num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
+    Wav2Vec2Model(teacher_config).save_pretrained(tmp_path)
+    Wav2Vec2FeatureExtractor().save_pretrained(tmp_path)
+    config = tiny_config(semantic_model_path=str(tmp_path), semantic_layer=1)
+    model = build_model(config)
+    assert model.teacher is not None
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+    assert not any(k.startswith("_teacher") for k in model.state_dict())  # never saved
+    out = model(torch.randn(2, 1, 6400) * 0.1)
+    assert out.semantic_pred.shape == out.semantic_target.shape == (2, 20, 16)
+    loss = torch.nn.functional.mse_loss(out.semantic_pred, out.semantic_target) + out.audio.abs().mean()
+    loss.backward()
+    assert model.semantic_adapter.conv1.weight.grad is not None
+
+
+def test_overfits_one_batch():
+    """Mel loss on one fixed batch of real speech falls well below its start."""
+    from workbench.audio import load_audio
+    from workbench.codec.losses import MultiScaleMelLoss
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    config = tiny_config(encoder_channels=8, encoder_max_channels=32, latent_dim=32, decoder_dim=64,
+                         decoder_intermediate_dim=128, fsq_levels=(5, 5, 5))
+    model = build_model(config)
+    wav, _ = load_audio("/work/shared/data/kathleen/flac16k/arctic_a0002.flac")
+    batch = torch.stack([wav[0, 8000:14400], wav[0, 20000:26400]]).unsqueeze(1)
+    mel = MultiScaleMelLoss(16000, (256, 1024), (20, 40))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.8, 0.9))
+    losses = []
+    for _ in range(60):
+        loss = mel(model(batch).audio, batch)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss))
+    assert min(losses[-5:]) < 0.6 * losses[0], losses[::10]

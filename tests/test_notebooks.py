@@ -1,0 +1,71 @@
+"""Notebook hygiene, and the notebooks themselves run headlessly on the smoke profile."""
+
+import ast
+import dataclasses
+import json
+import re
+
+import nbformat
+import pytest
+
+from workbench.pipeline import run_pipeline
+from workbench.report.notebooks import NOTEBOOKS, notebooks_dir
+from workbench.report.runner import NotebookFailed, run_notebook
+
+NOTEBOOK_FILES = sorted(notebooks_dir().glob("*.ipynb"))
+
+
+def test_every_notebook_is_registered():
+    assert {p.stem for p in NOTEBOOK_FILES} == set(NOTEBOOKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.stem)
+def test_parameters_cell_matches_config(path):
+    notebook = nbformat.read(path, as_version=4)
+    tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    names = {t.id for node in ast.parse(tagged[0].source).body if isinstance(node, ast.Assign) for t in node.targets}
+    fields = {f.name for f in dataclasses.fields(NOTEBOOKS[path.stem].config_class())}
+    assert names == fields | {"profile"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.stem)
+def test_committed_without_outputs_and_without_definitions(path):
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, "strip outputs (make strip)"
+            assert not re.search(r"^\s*(def|class)\s", cell.source, re.MULTILINE), "notebook cells hold calls, not definitions"
+
+
+def test_data_notebook_runs_on_smoke_and_exports_offline_html(workdirs):
+    run = run_notebook("00_data", profile="smoke", progress=False)
+    meta = json.loads((run.run_dir / "meta.json").read_text())
+    assert meta["status"] == "finished" and meta["profile"] == "smoke"
+    page = run.html_path.read_text()
+    assert page.count("<audio") == 4 and "data:audio/ogg;base64," in page
+    assert "<script src=\"http" not in page and "unpkg" not in page
+    assert "data:image/png;base64," in page  # the duration histogram is embedded
+    summary = json.loads((run.run_dir / "summary.json").read_text())
+    assert summary["utterances"] == 48
+
+
+def test_failing_cell_leaves_notebook_marks_failed(workdirs):
+    with pytest.raises(NotebookFailed) as error:
+        run_notebook("00_data", {"corpus": "no_such_corpus"}, profile="smoke", progress=False)
+    assert "no_such_corpus" in str(error.value)
+    run_dir = error.value.notebook_path.parent
+    assert json.loads((run_dir / "meta.json").read_text())["status"] == "failed"
+    executed = nbformat.read(error.value.notebook_path, as_version=4)
+    assert any(o.get("output_type") == "error" for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    assert (run_dir / "report.html").exists()
+
+
+def test_pipeline_reuses_finished_stages(workdirs):
+    first = run_pipeline("smoke", reports_dir=workdirs / "reports")
+    second = run_pipeline("smoke", reports_dir=workdirs / "reports")
+    assert not any(s.reused for s in first.stages) and all(s.reused for s in second.stages)
+    index = (workdirs / "reports" / "index.html").read_text()
+    for stage in first.stages:
+        assert f"{stage.name}-smoke.html" in index
+        assert (workdirs / "reports" / f"{stage.name}-smoke.html").exists()

@@ -1,0 +1,199 @@
+"""`workbench` command line: the same library calls as the notebooks, for scripts and clusters."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from workbench.config import DEFAULT_PROFILE, PROFILE_NAMES, ConfigError
+
+
+def _parse_value(text: str) -> Any:
+    """`-p NAME VALUE` values: YAML scalars and lists (1, 0.5, true, [4, 4]), else the string."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _profile_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILE_NAMES,
+                        help=f"named profile (default {DEFAULT_PROFILE})")
+
+
+# ---------------------------------------------------------------------------- data
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from workbench.config import for_profile
+    from workbench.data.prepare import DataConfig, prepare_corpus
+
+    overrides = {"corpus": args.corpus}
+    if args.source:
+        overrides["source"] = str(args.source)
+    if args.sample_rate is not None:
+        overrides["sample_rate_hz"] = args.sample_rate
+    if args.max_utterances is not None:
+        overrides["max_utterances"] = args.max_utterances
+    config = for_profile(DataConfig, args.profile, **overrides)
+    report = prepare_corpus(config, root=args.data_dir)
+    print(report.summary_line())
+    for problem in report.skipped:
+        print(f"  skipped {problem.utterance_id}: {problem.reason}  ({problem.audio_path})")
+    if report.converted:
+        print(f"  converted {len(report.converted)} files (see {report.out_dir}/prepare_report.json)")
+    return 0 if report.n_kept else 1
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    import os
+
+    from workbench.config import for_profile
+    from workbench.data.prepare import DataConfig, data_root, prepare_corpus
+    from workbench.data.synth import SynthConfig, synth_corpus
+
+    overrides = {k: v for k, v in (("n_speakers", args.n_speakers), ("n_sentences", args.n_sentences)) if v is not None}
+    config = for_profile(SynthConfig, "cpu" if args.profile not in SynthConfig.PROFILES else args.profile, **overrides)
+    sentences = args.sentences
+    if sentences is None:
+        mirror = os.environ.get("WORKBENCH_DATA_MIRROR")
+        if not mirror:
+            raise FileNotFoundError("no --sentences given and WORKBENCH_DATA_MIRROR is not set "
+                                    "(the default is <mirror>/cmu_arctic/cmuarctic.data)")
+        sentences = Path(mirror) / "cmu_arctic" / "cmuarctic.data"
+    raw_dir = data_root(args.data_dir) / "raw" / f"synth-{config.n_speakers}x{config.n_sentences}"
+    utterances = synth_corpus(config, raw_dir, sentences)
+    print(f"synthesised {len(utterances)} utterances from {config.n_speakers} voices -> {raw_dir}")
+    data_config = for_profile(DataConfig, "cpu", corpus="synth", source=str(raw_dir),
+                              n_test_speakers=max(1, config.n_speakers // 6))
+    report = prepare_corpus(data_config, root=args.data_dir)
+    print(report.summary_line())
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:  # noqa: ARG001
+    from workbench.data.corpora import CORPORA
+
+    for spec in CORPORA.values():
+        print(f"{spec.name:12s} {spec.layout:12s} {spec.licence:28s} {spec.description}")
+        print(f"{'':12s} origin: {spec.origin}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- notebooks, reports
+def cmd_run(args: argparse.Namespace) -> int:
+    from workbench.report.runner import NotebookFailed, run_notebook
+
+    params = {name: _parse_value(value) for name, value in (args.param or [])}
+    try:
+        run = run_notebook(args.notebook, params, args.profile, reuse=args.reuse, timeout_s=args.timeout)
+    except NotebookFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"{'reused' if run.reused else 'executed'} {run.name}: {run.notebook_path}")
+    if run.html_path:
+        print(f"report: {run.html_path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from workbench.report.index import build_reports
+
+    print(f"index: {build_reports(args.out)}")
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from workbench.pipeline import run_pipeline
+    from workbench.report.runner import NotebookFailed
+
+    try:
+        run_pipeline(args.profile, reuse=not args.no_reuse, reports_dir=args.out)
+    except NotebookFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from workbench.runs import results
+
+    frame = results(kind=args.kind)
+    if frame.empty:
+        print("no runs")
+        return 0
+    with pd.option_context("display.max_columns", 20, "display.width", 200):
+        print(frame.drop(columns=["path"]).to_string(index=False) if not args.json else "")
+    if args.json:
+        print(json.dumps(frame.to_dict(orient="records"), default=str, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="prepare corpora, synthesise a multi-speaker corpus, list corpora")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    prepare = data_sub.add_parser("prepare", help="materialise a corpus under data/ (checked, converted, split)")
+    prepare.add_argument("--corpus", required=True, help="a registered corpus (see `workbench data list`) or any name with --source")
+    prepare.add_argument("--source", type=Path, help="folder or manifest file; default: $WORKBENCH_DATA_MIRROR/<corpus>")
+    prepare.add_argument("--sample-rate", type=int, help="target rate in Hz (default 16000)")
+    prepare.add_argument("--max-utterances", type=int, help="take only the first N utterances by id")
+    prepare.add_argument("--data-dir", type=Path, help="data root (default $WORKBENCH_DATA_DIR or ./data)")
+    _profile_arg(prepare)
+    prepare.set_defaults(func=cmd_data_prepare)
+    synth = data_sub.add_parser("synth", help="synthesise a deterministic multi-speaker corpus with espeak-ng and prepare it")
+    synth.add_argument("--n-speakers", type=int)
+    synth.add_argument("--n-sentences", type=int, help="sentences per speaker")
+    synth.add_argument("--sentences", type=Path, help="CMU ARCTIC .data file or one sentence per line")
+    synth.add_argument("--data-dir", type=Path)
+    _profile_arg(synth)
+    synth.set_defaults(func=cmd_data_synth)
+    listing = data_sub.add_parser("list", help="list registered corpora with origin and licence")
+    listing.set_defaults(func=cmd_data_list)
+
+    run = sub.add_parser("run", help="execute a notebook headlessly (Papermill) into a run directory")
+    run.add_argument("notebook", help="name (00_data) or path of a notebook in notebooks/")
+    run.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                     help="override one config field (validated before the kernel starts)")
+    run.add_argument("--reuse", action="store_true", help="return a finished run with the same code and config")
+    run.add_argument("--timeout", type=int, help="per-cell timeout in seconds")
+    _profile_arg(run)
+    run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser("report", help="collect the latest notebook reports into reports/ with an index page")
+    report.add_argument("--out", type=Path, default=Path("reports"))
+    report.set_defaults(func=cmd_report)
+
+    pipeline = sub.add_parser("pipeline", help="the main job: every stage for a profile, then reports (resumable)")
+    pipeline.add_argument("--no-reuse", action="store_true", help="rerun stages even when a finished run matches")
+    pipeline.add_argument("--out", type=Path, default=Path("reports"))
+    _profile_arg(pipeline)
+    pipeline.set_defaults(func=cmd_pipeline)
+
+    runs = sub.add_parser("runs", help="table of all runs (config fields and final metrics)")
+    runs.add_argument("--kind", help="only runs of this kind (codec, lm, search, notebooks, ...)")
+    runs.add_argument("--json", action="store_true")
+    runs.set_defaults(func=cmd_runs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, FileNotFoundError, KeyError, ValueError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""The workbench codec model: X-codec2's design (Ye et al. 2025, Llasa §2), scaled by `CodecConfig`.
+
+What comes from the reference implementation (transformers' ``Xcodec2Model``) and what not:
+
+- Decoder: built from X-codec2's own modules: ``Xcodec2ResNetBlock`` (before and after the
+  Transformer), ``Xcodec2DecoderLayer`` with ``Xcodec2RotaryEmbedding`` (RMSNorm, RoPE applied the
+  way the reference applies it, i.e. per head rather than per time step, so that a
+  reference-shaped decoder behaves like the published one) and ``Xcodec2ISTFTHead`` (Vocos
+  "same"-padded inverse STFT, n_fft = 4 x hop). The widths and depths come from the config.
+- Encoder: X-codec2's layout (input conv, one stride block per entry of ``strides`` doubling
+  the width, residual units with dilations 1, 3, 9, SnakeBeta activations, output conv), written
+  here because the reference hard-wires three residual units per block and wraps every Snake in
+  2x anti-aliasing resampling, which costs most of the CPU time of a small model.
+  ``encoder_anti_alias=True`` (the gpu default) uses the reference's anti-aliased activation.
+  The activation itself is the reference ``Xcodec2SnakeBeta``.
+- Quantiser: vector-quantize-pytorch's ``FSQ`` (one codebook, levels from the config, no
+  commitment loss), which is what X-codec2's training code used; the reference's FSQ is a copy of
+  it for inference with the same index layout (first level varies fastest).
+- Semantic branch (optional): a frozen pretrained speech encoder loaded through transformers
+  from ``semantic_model_path`` (w2v-BERT 2.0 layer 16 in the paper), X-codec2's
+  ``Xcodec2SemanticAdapter`` conv stack, concatenation with the acoustic features, a linear
+  fusion, then FSQ; a linear head on the quantised latent predicts the teacher features for the
+  semantic reconstruction loss. There is no pretrained teacher offline here, so the cpu profile
+  runs without it.
+
+transformers is imported when a model is built, never when this module is imported.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workbench.codec.config import CodecConfig
+
+
+def _reference():
+    """The transformers X-codec2 modelling module (imported lazily: it is slow to import)."""
+    from transformers.models.xcodec2 import modeling_xcodec2
+
+    return modeling_xcodec2
+
+
+def reference_config(config: CodecConfig, semantic_dim: int = 0) -> Any:
+    """An ``Xcodec2Config`` describing the decoder (and adapter) of `config`, used to build the
+    reference modules with the workbench widths."""
+    from transformers import Xcodec2Config
+
+    ref_config = Xcodec2Config(
+        hidden_size=config.decoder_dim,
+        intermediate_size=config.decoder_intermediate_dim,
+        num_hidden_layers=config.decoder_transformer_layers,
+        num_attention_heads=config.decoder_heads,
+        num_key_value_heads=config.decoder_heads,
+        head_dim=config.decoder_dim // config.decoder_heads,
+        downsampling_ratios=list(config.strides),
+        sampling_rate=config.sample_rate,
+        activation_dropout=config.decoder_dropout,
+        quantization_levels=list(config.fsq_levels),
+        semantic_model_config={"model_type": "wav2vec2-bert", "hidden_size": max(semantic_dim, 1),
+                               "num_hidden_layers": 1, "num_attention_heads": 1,
+                               "intermediate_size": 4},
+    )
+    # PyTorch's fused attention; set explicitly because the layers are used outside a
+    # PreTrainedModel, which is what normally picks the implementation
+    ref_config._attn_implementation = "sdpa"
+    return ref_config
+
+
+# ---------------------------------------------------------------------------------------------
+# Acoustic encoder
+# ---------------------------------------------------------------------------------------------
+
+def _activation(channels: int, anti_alias: bool) -> nn.Module:
+    ref = _reference()
+    snake = ref.Xcodec2SnakeBeta(channels)
+    return ref.Xcodec2AntiAliasedActivation1d(activation=snake) if anti_alias else snake
+
+
+class ResidualUnit(nn.Module):
+    """Snake -> dilated conv -> Snake -> 1x1 conv, plus the input (DAC / X-codec2 residual unit)."""
+
+    def __init__(self, channels: int, dilation: int, kernel_size: int, anti_alias: bool):
+        super().__init__()
+        padding = (kernel_size - 1) * dilation // 2
+        self.block = nn.Sequential(
+            _activation(channels, anti_alias),
+            nn.Conv1d(channels, channels, kernel_size, dilation=dilation, padding=padding),
+            _activation(channels, anti_alias),
+            nn.Conv1d(channels, channels, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+class EncoderBlock(nn.Module):
+    """Residual units at `in_channels`, then a strided conv to `out_channels`.
+
+    Kernel 2*stride with padding ceil(stride/2) (as in X-codec2) maps a length that is a multiple
+    of the stride to exactly length/stride, so the encoder gives one frame per hop."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, n_res_units: int,
+                 kernel_size: int, anti_alias: bool):
+        super().__init__()
+        units = [ResidualUnit(in_channels, 3 ** i, kernel_size, anti_alias) for i in range(n_res_units)]
+        self.block = nn.Sequential(
+            *units,
+            _activation(in_channels, anti_alias),
+            nn.Conv1d(in_channels, out_channels, 2 * stride, stride=stride, padding=math.ceil(stride / 2)),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
+
+
+class AcousticEncoder(nn.Module):
+    """Waveform (B, 1, L) with L a multiple of hop -> features (B, latent_dim, L / hop)."""
+
+    def __init__(self, config: CodecConfig):
+        super().__init__()
+        width = config.encoder_channels
+        layers: list[nn.Module] = [nn.Conv1d(1, width, 7, padding=3)]
+        for stride in config.strides:
+            out_width = min(2 * width, config.encoder_max_channels)
+            layers.append(EncoderBlock(width, out_width, stride, config.encoder_res_units,
+                                       config.encoder_kernel_size, config.encoder_anti_alias))
+            width = out_width
+        layers += [_activation(width, config.encoder_anti_alias),
+                   nn.Conv1d(width, config.latent_dim, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.net(wav)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoder
+# ---------------------------------------------------------------------------------------------
+
+class VocosDecoder(nn.Module):
+    """Quantised latent (B, T, latent_dim) -> waveform (B, 1, T * hop).
+
+    X-codec2's decoder with configurable depth: linear in, conv embedding, ResNet blocks, a
+    non-causal Transformer, ResNet blocks, LayerNorm, inverse-STFT head."""
+
+    def __init__(self, config: CodecConfig):
+        super().__init__()
+        ref = _reference()
+        ref_config = reference_config(config)
+        n_prior = config.decoder_resnet_layers // 2
+        n_post = config.decoder_resnet_layers - n_prior
+        self.num_attention_heads = config.decoder_heads
+        self.fc = nn.Linear(config.latent_dim, config.decoder_dim)
+        self.embed = nn.Conv1d(config.decoder_dim, config.decoder_dim, 7, padding=3)
+        self.prior_net = nn.ModuleList([ref.Xcodec2ResNetBlock(ref_config) for _ in range(n_prior)])
+        self.rotary_emb = ref.Xcodec2RotaryEmbedding(config=ref_config)
+        self.layers = nn.ModuleList(
+            [ref.Xcodec2DecoderLayer(ref_config, i) for i in range(config.decoder_transformer_layers)]
+        )
+        self.post_net = nn.ModuleList([ref.Xcodec2ResNetBlock(ref_config) for _ in range(n_post)])
+        self.norm = nn.LayerNorm(config.decoder_dim, eps=1e-6)
+        self.head = ref.Xcodec2ISTFTHead(ref_config)
+        # the reference builds these buffers in _init_weights; build them explicitly here
+        self.head.window.copy_(torch.hann_window(config.n_fft))
+        # start the magnitude near exp(-5): quiet output instead of loud noise at step 0
+        with torch.no_grad():
+            self.head.linear.bias[: config.n_fft // 2 + 1].fill_(-5.0)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        x = self.embed(self.fc(latents).transpose(1, 2)).transpose(1, 2)
+        for layer in self.prior_net:
+            x = layer(x)
+        if self.layers:
+            position_ids = torch.arange(self.num_attention_heads, device=x.device).unsqueeze(0)
+            position_embeddings = self.rotary_emb(x, position_ids)
+            for layer in self.layers:
+                x = layer(x, position_embeddings=position_embeddings)
+        for layer in self.post_net:
+            x = layer(x)
+        return self.head(self.norm(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# Semantic teacher (optional)
+# ---------------------------------------------------------------------------------------------
+
+class SemanticTeacher(nn.Module):
+    """A frozen pretrained speech encoder: waveform at `sample_rate` -> hidden states of one layer,
+    resampled in time to the codec frame count. Never trained and never saved in checkpoints."""
+
+    def __init__(self, path: str, layer: int, sample_rate: int):
+        super().__init__()
+        from transformers import AutoFeatureExtractor, AutoModel
+
+        self.model = AutoModel.from_pretrained(path).eval().requires_grad_(False)
+        try:
+            self.feature_extractor = AutoFeatureExtractor.from_pretrained(path)
+        except (OSError, ValueError):
+            self.feature_extractor = None  # raw-waveform encoders (wav2vec2-style) without one
+        self.layer = layer
+        self.sample_rate = sample_rate
+        self.dim = int(self.model.config.hidden_size)
+
+    @torch.no_grad()
+    def forward(self, wav: torch.Tensor, n_frames: int) -> torch.Tensor:
+        """wav (B, L) -> features (B, n_frames, dim)."""
+        if self.feature_extractor is not None:
+            rate = getattr(self.feature_extractor, "sampling_rate", self.sample_rate)
+            audio = wav if rate == self.sample_rate else _resample(wav, self.sample_rate, rate)
+            inputs = self.feature_extractor([a.cpu().numpy() for a in audio], sampling_rate=rate,
+                                            return_tensors="pt", padding=True)
+            inputs = {k: v.to(wav.device) for k, v in inputs.items()}
+        else:
+            inputs = {"input_values": wav}
+        outputs = self.model(**inputs, output_hidden_states=True)
+        hidden = outputs.hidden_states[min(self.layer, len(outputs.hidden_states) - 1)]
+        return F.interpolate(hidden.transpose(1, 2), size=n_frames, mode="linear",
+                             align_corners=False).transpose(1, 2)
+
+    def train(self, mode: bool = True) -> "SemanticTeacher":  # frozen: always in eval mode
+        return super().train(False)
+
+
+def _resample(wav: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
+    import torchaudio.functional as AF
+
+    return AF.resample(wav, from_rate, to_rate)
+
+
+# ---------------------------------------------------------------------------------------------
+# The codec
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class CodecEncoding:
+    codes: torch.Tensor  # (B, T) long in [0, codebook_size)
+    latents: torch.Tensor  # (B, T, latent_dim): quantised, projected back (decoder input)
+    semantic_target: torch.Tensor | None = None  # (B, T, semantic_dim) teacher features
+
+
+@dataclass
+class CodecOutput:
+    audio: torch.Tensor  # (B, 1, L): reconstruction, same length as the input
+    codes: torch.Tensor  # (B, T)
+    semantic_pred: torch.Tensor | None = None
+    semantic_target: torch.Tensor | None = None
+
+
+class CodecModel(nn.Module):
+    """Encoder + one FSQ codebook + decoder. Waveforms are (B, 1, L) float at `sample_rate`."""
+
+    def __init__(self, config: CodecConfig, teacher: SemanticTeacher | None = None):
+        super().__init__()
+        from vector_quantize_pytorch import FSQ
+
+        self.config = config
+        self.hop_length = config.hop_length
+        self.acoustic_encoder = AcousticEncoder(config)
+        # the teacher is held outside the module tree: frozen, large, loaded from its own path
+        self._teacher = [teacher] if teacher is not None else []
+        semantic_dim = teacher.dim if teacher is not None else 0
+        if teacher is not None:
+            self.semantic_adapter = _reference().Xcodec2SemanticAdapter(reference_config(config, semantic_dim))
+            self.fc_encoder = nn.Linear(config.latent_dim + semantic_dim, config.latent_dim)
+            self.semantic_head = nn.Linear(config.latent_dim, semantic_dim)
+        self.quantizer = FSQ(levels=list(config.fsq_levels), dim=config.latent_dim)
+        self.decoder = VocosDecoder(config)
+
+    @property
+    def teacher(self) -> SemanticTeacher | None:
+        return self._teacher[0] if self._teacher else None
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    def pad_to_hop(self, wav: torch.Tensor) -> torch.Tensor:
+        remainder = wav.shape[-1] % self.hop_length
+        return F.pad(wav, (0, self.hop_length - remainder)) if remainder else wav
+
+    def encode(self, wav: torch.Tensor) -> CodecEncoding:
+        """wav (B, 1, L) -> codes (B, ceil(L / hop)); the input is zero-padded to a whole hop."""
+        if wav.dim() != 3 or wav.shape[1] != 1:
+            raise ValueError(f"encode expects (batch, 1, samples), got {tuple(wav.shape)}")
+        wav = self.pad_to_hop(wav)
+        features = self.acoustic_encoder(wav).transpose(1, 2)  # (B, T, latent)
+        semantic_target = None
+        if self.teacher is not None:
+            semantic_target = self.teacher(wav[:, 0], features.shape[1])
+            semantic = self.semantic_adapter(semantic_target.transpose(1, 2)).transpose(1, 2)
+            features = self.fc_encoder(torch.cat([semantic, features], dim=-1))
+        latents, codes = self.quantizer(features)
+        return CodecEncoding(codes=codes.long(), latents=latents, semantic_target=semantic_target)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.decoder(latents)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, T) -> waveform (B, 1, T * hop)."""
+        if codes.dim() != 2:
+            raise ValueError(f"decode expects (batch, frames) codes, got {tuple(codes.shape)}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+            raise ValueError(f"codes outside [0, {self.codebook_size}): min {int(codes.min())}, "
+                             f"max {int(codes.max())}")
+        return self.decoder(self.quantizer.indices_to_codes(codes))
+
+    def forward(self, wav: torch.Tensor) -> CodecOutput:
+        encoding = self.encode(wav)
+        audio = self.decoder(encoding.latents)[..., : wav.shape[-1]]
+        semantic_pred = self.semantic_head(encoding.latents) if self.teacher is not None else None
+        return CodecOutput(audio=audio, codes=encoding.codes, semantic_pred=semantic_pred,
+                           semantic_target=encoding.semantic_target)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def build_model(config: CodecConfig) -> CodecModel:
+    """A randomly initialised `CodecModel` (with its frozen teacher when the config names one)."""
+    teacher = None
+    if config.semantic_model_path:
+        teacher = SemanticTeacher(config.semantic_model_path, config.semantic_layer, config.sample_rate)
+    return CodecModel(config, teacher)

@@ -1,0 +1,268 @@
+"""Codec training: one explicit, resumable loop (no Trainer).
+
+Per step: a batch of random crops -> reconstruction -> multi-scale mel L1 (x15); once
+``step >= disc_warmup_steps`` (and ``use_gan``), a discriminator step (MPD + MRSD, LSGAN) and the
+generator's adversarial and feature-matching terms; with a semantic teacher, the semantic
+reconstruction MSE (x5). AdamW (0.8, 0.9) with linear warm-up and cosine decay for both nets.
+
+Checkpoints (``checkpoint.pt`` in the run directory, written atomically every
+``checkpoint_every`` steps and at the end) hold the model, discriminators, both optimisers and
+schedulers, every RNG state and the sampler's data position, so that calling `train_codec` again
+with the same ``run_id`` continues exactly where the last checkpoint left off: the resumed run
+ends with the same weights as an uninterrupted one. ``codec.pt`` (config + model weights) is the
+inference artifact that `workbench.codec.load_codec` reads.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workbench.atomic import atomic_torch_save
+from workbench.codec.config import CodecConfig
+from workbench.codec.data import CropSampler, corpus_utterances, load_corpus_audio
+from workbench.codec.discriminators import CodecDiscriminators
+from workbench.codec.losses import (
+    MultiScaleMelLoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss,
+    semantic_loss,
+)
+from workbench.codec.model import CodecModel, build_model, count_parameters
+from workbench.config import to_dict
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CODEC_NAME = "codec.pt"
+RUN_KIND = "codec"
+
+
+@dataclass
+class CodecTrainResult:
+    run_dir: Path
+    codec_path: Path  # codec.pt: what load_codec reads
+    steps: int  # optimisation steps done in total (across resumes)
+    completed: bool  # reached max_steps (False: stopped by the wall-time cap or stop_after_steps)
+    train_wall_s: float  # training wall time in total (across resumes), excluding data loading
+    resumed_from_step: int  # 0 for a fresh run
+    final_train_mel_loss: float
+    valid_mel_distance: float
+    valid_codebook_usage: float
+    n_params: int
+
+
+@dataclass
+class ValidEval:
+    mel_distance: float  # the training mel loss (mean over scales), on valid utterances
+    codebook_usage: float  # fraction of codes used on them
+    n_frames: int
+
+
+def lr_lambda(warmup_steps: int, max_steps: int, min_ratio: float):
+    """Linear warm-up to 1, then cosine to `min_ratio` at `max_steps`."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min((step - warmup_steps) / max(max_steps - warmup_steps, 1), 1.0)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+
+
+def save_codec(path: str | Path, model: CodecModel, step: int) -> Path:
+    """Inference artifact: config and model weights only (the teacher is loaded from its path)."""
+    return atomic_torch_save({"format": "workbench-codec/1", "config": to_dict(model.config),
+                              "model": model.state_dict(), "step": step}, path)
+
+
+@torch.no_grad()
+def evaluate_valid(model: CodecModel, wavs: list[torch.Tensor], mel_loss: MultiScaleMelLoss) -> ValidEval:
+    """Mel distance and code usage on a fixed list of valid waveforms (no randomness used)."""
+    was_training = model.training
+    model.eval()
+    distances, weights, used = [], [], set()
+    for wav in wavs:
+        x = wav.view(1, 1, -1)
+        out = model(x)
+        distances.append(float(mel_loss(out.audio, x)))
+        weights.append(x.shape[-1])
+        used.update(out.codes.flatten().tolist())
+    model.train(was_training)
+    n_frames = sum(-(-w.numel() // model.hop_length) for w in wavs)
+    mel = float(np.average(distances, weights=weights)) if distances else float("nan")
+    return ValidEval(mel_distance=mel, codebook_usage=len(used) / model.codebook_size, n_frames=n_frames)
+
+
+def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = None,
+                root: str | Path | None = None, *, stop_after_steps: int | None = None,
+                progress: bool = True) -> CodecTrainResult:
+    """Train (or resume, when `run_id` names a run with a checkpoint) a codec on `data_dir`.
+
+    `data_dir` is a prepared corpus (manifest.jsonl) or a transcripts.tsv folder; its train split
+    is used for training and the first `n_eval_utterances` of its valid split for periodic eval.
+    `stop_after_steps` ends the call after that many total steps with a checkpoint, as an
+    interruption would (used by the resume test). Returns where everything was written."""
+    from tqdm.auto import tqdm
+
+    from workbench.runs import start_run
+
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    train_utts = corpus_utterances(data_dir, "train")
+    valid_utts = corpus_utterances(data_dir, "valid")[: config.n_eval_utterances]
+    if not train_utts:
+        raise ValueError(f"{data_dir}: no utterances in the train split")
+
+    with start_run(RUN_KIND, config, run_id=run_id, root=root, seed=config.seed) as run:
+        load_start = time.perf_counter()
+        train_audio = load_corpus_audio(train_utts, config.sample_rate)
+        valid_audio = load_corpus_audio(valid_utts, config.sample_rate, max_s=config.eval_max_s)
+        load_s = time.perf_counter() - load_start
+
+        # construction order is fixed so that a fresh and a resumed run build identical modules
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        model = build_model(config)
+        discriminators = (CodecDiscriminators(config.mpd_periods, config.mrsd_n_ffts, config.disc_channels)
+                          if config.use_gan else None)
+        mel_loss = MultiScaleMelLoss(config.sample_rate, config.mel_n_ffts, config.mel_n_mels)
+        opt_g = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=config.adam_betas,
+                                  weight_decay=config.weight_decay)
+        schedule = lr_lambda(config.warmup_steps, config.max_steps, config.min_lr_ratio)
+        sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, schedule)
+        opt_d = sched_d = None
+        if discriminators is not None:
+            opt_d = torch.optim.AdamW(discriminators.parameters(), lr=config.disc_learning_rate,
+                                      betas=config.adam_betas, weight_decay=config.weight_decay)
+            sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, schedule)
+        sampler = CropSampler(train_audio.wavs, int(config.segment_s * config.sample_rate),
+                              config.batch_size, config.seed)
+
+        step, train_wall_s = 0, 0.0
+        checkpoint_path = run.dir / CHECKPOINT_NAME
+        if checkpoint_path.exists():
+            state = torch.load(checkpoint_path, weights_only=False)
+            model.load_state_dict(state["model"])
+            opt_g.load_state_dict(state["opt_g"])
+            sched_g.load_state_dict(state["sched_g"])
+            if discriminators is not None:
+                discriminators.load_state_dict(state["discriminators"])
+                opt_d.load_state_dict(state["opt_d"])
+                sched_d.load_state_dict(state["sched_d"])
+            sampler.load_state_dict(state["sampler"])
+            _set_rng_state(state["rng"])
+            step, train_wall_s = int(state["step"]), float(state["train_wall_s"])
+        resumed_from = step
+
+        def save_checkpoint() -> None:
+            atomic_torch_save({
+                "step": step, "train_wall_s": train_wall_s, "config": to_dict(config),
+                "model": model.state_dict(), "opt_g": opt_g.state_dict(), "sched_g": sched_g.state_dict(),
+                "discriminators": discriminators.state_dict() if discriminators is not None else None,
+                "opt_d": opt_d.state_dict() if opt_d is not None else None,
+                "sched_d": sched_d.state_dict() if sched_d is not None else None,
+                "sampler": sampler.state_dict(), "rng": _rng_state(),
+            }, checkpoint_path)
+
+        n_params = count_parameters(model)
+        if resumed_from == 0:
+            run.log(0, event="start", n_params=n_params, train_s=train_audio.duration_s,
+                    n_train_utterances=len(train_utts), n_valid_utterances=len(valid_utts), load_s=load_s)
+
+        model.train()
+        last_mel, stopped = float("nan"), False
+        bar = tqdm(total=config.max_steps, initial=step, disable=not progress, desc="codec", unit="step")
+        window_start, window_steps = time.perf_counter(), 0
+        while step < config.max_steps:
+            if stop_after_steps is not None and step >= stop_after_steps:
+                stopped = True
+                break
+            if config.max_train_wall_s is not None and train_wall_s >= config.max_train_wall_s:
+                stopped = True
+                break
+            tick = time.perf_counter()
+            real = sampler.next_batch()
+            out = model(real)
+            fake = out.audio
+            mel = mel_loss(fake, real)
+            loss_g = config.mel_loss_weight * mel
+            metrics = {"mel_loss": float(mel)}
+
+            gan_on = discriminators is not None and step >= config.disc_warmup_steps
+            if gan_on:
+                # discriminator step on detached generator output
+                d_real = discriminators(real)
+                d_fake = discriminators(fake.detach())
+                loss_d = discriminator_loss(d_real, d_fake)
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                torch.nn.utils.clip_grad_norm_(discriminators.parameters(), config.grad_clip_norm)
+                opt_d.step()
+                sched_d.step()
+                # generator terms; the real feature maps of the step above are reused (detached)
+                # instead of recomputed after the update: saves a forward pass on CPU
+                g_fake = discriminators(fake)
+                adv = generator_adversarial_loss(g_fake)
+                fm = feature_matching_loss(d_real, g_fake)
+                loss_g = loss_g + config.adversarial_weight * adv + config.feature_matching_weight * fm
+                metrics.update(disc_loss=float(loss_d), adv_loss=float(adv), fm_loss=float(fm))
+            if out.semantic_pred is not None:
+                sem = semantic_loss(out.semantic_pred, out.semantic_target)
+                loss_g = loss_g + config.semantic_loss_weight * sem
+                metrics["semantic_loss"] = float(sem)
+
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
+            opt_g.step()
+            sched_g.step()
+            step += 1
+            window_steps += 1
+            train_wall_s += time.perf_counter() - tick
+            last_mel = metrics["mel_loss"]
+            bar.update(1)
+            bar.set_postfix(mel=f"{last_mel:.3f}")
+
+            if step % config.log_every == 0 or step == config.max_steps:
+                now = time.perf_counter()
+                run.log(step, loss=float(loss_g), grad_norm=float(grad_norm), lr=sched_g.get_last_lr()[0],
+                        steps_per_s=window_steps / max(now - window_start, 1e-9), train_wall_s=train_wall_s,
+                        gan=gan_on, **metrics)
+                window_start, window_steps = now, 0
+            if valid_audio.wavs and (step % config.eval_every == 0 or step == config.max_steps):
+                valid = evaluate_valid(model, valid_audio.wavs, mel_loss)
+                run.log(step, valid_mel_distance=valid.mel_distance, valid_codebook_usage=valid.codebook_usage)
+            if step % config.checkpoint_every == 0:
+                save_checkpoint()
+        bar.close()
+
+        save_checkpoint()
+        codec_path = save_codec(run.dir / CODEC_NAME, model, step)
+        valid = (evaluate_valid(model, valid_audio.wavs, mel_loss) if valid_audio.wavs
+                 else ValidEval(float("nan"), float("nan"), 0))
+        completed = step >= config.max_steps
+        run.summary(steps=step, completed=completed, train_wall_s=train_wall_s, n_params=n_params,
+                    final_train_mel_loss=last_mel, valid_mel_distance=valid.mel_distance,
+                    valid_codebook_usage=valid.codebook_usage, codebook_size=config.codebook_size,
+                    frame_rate_hz=config.frame_rate_hz, sample_rate=config.sample_rate)
+        return CodecTrainResult(
+            run_dir=run.dir, codec_path=codec_path, steps=step, completed=completed and not stopped,
+            train_wall_s=train_wall_s, resumed_from_step=resumed_from, final_train_mel_loss=last_mel,
+            valid_mel_distance=valid.mel_distance, valid_codebook_usage=valid.codebook_usage,
+            n_params=n_params,
+        )

@@ -1,0 +1,111 @@
+"""Execute a notebook headlessly with Papermill into a run directory, then render it to HTML.
+
+Parameters are validated against the notebook's config class before a kernel starts (Papermill
+itself only warns about unknown names). A failing cell leaves the executed notebook, with its
+error, in the run directory, marks the run failed and raises.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench.config import DEFAULT_PROFILE, config_hash, for_profile
+from workbench.report.notebooks import get_notebook
+from workbench.runs import find_runs, start_run
+
+RUN_KIND = "notebooks"
+
+
+class NotebookFailed(RuntimeError):
+    """A cell raised; the executed notebook with the traceback is at `notebook_path`."""
+
+    def __init__(self, message: str, notebook_path: Path):
+        super().__init__(message)
+        self.notebook_path = notebook_path
+
+
+@dataclass(frozen=True)
+class NotebookRun:
+    name: str
+    run_dir: Path
+    notebook_path: Path
+    html_path: Path | None
+    reused: bool = False
+
+
+def reuse_key(name: str, profile: str, config: Any) -> str:
+    """Same notebook code + same profile + same config -> same key: the run can be reused."""
+    return f"{name}:{get_notebook(name).sha()}:{profile}:{config_hash(config)}"
+
+
+def find_finished(name: str, key: str, root: str | Path | None = None) -> Path | None:
+    import json
+
+    for run_dir in reversed(find_runs(RUN_KIND, root=root, status="finished")):
+        meta = json.loads((run_dir / "meta.json").read_text())
+        if meta.get("reuse_key") == key and (run_dir / "notebook.ipynb").exists():
+            return run_dir
+    return None
+
+
+def run_notebook(name: str, params: dict[str, Any] | None = None, profile: str = DEFAULT_PROFILE,
+                 *, root: str | Path | None = None, reuse: bool = False, export: bool = True,
+                 progress: bool = True, timeout_s: int | None = None) -> NotebookRun:
+    """Run notebook `name` with `params` (config field overrides) on `profile`.
+
+    With `reuse`, a finished run with the same notebook code, profile and config is returned
+    instead of executing again.
+    """
+    import papermill
+
+    spec = get_notebook(name)
+    params = dict(params or {})
+    config = for_profile(spec.config_class(), profile, **params)  # raises ConfigError on bad params
+    key = reuse_key(spec.name, profile, config)
+    if reuse and (previous := find_finished(spec.name, key, root)) is not None:
+        html = previous / "report.html"
+        return NotebookRun(spec.name, previous, previous / "notebook.ipynb", html if html.exists() else None, True)
+
+    with start_run(RUN_KIND, config, root=root) as run:
+        run.meta.update(notebook=spec.name, title=spec.title, profile=profile, reuse_key=key, parameters=params)
+        run.set_status("running")
+        output = run.dir / "notebook.ipynb"
+        env_before = os.environ.get("WORKBENCH_RUN_DIR")
+        os.environ["WORKBENCH_RUN_DIR"] = str(run.dir)  # the kernel inherits it: artifacts land here
+        try:
+            papermill.execute_notebook(
+                str(spec.path), str(output), parameters={"profile": profile, **params},
+                kernel_name="python3", progress_bar=progress, cwd=str(Path.cwd()),
+                execution_timeout=timeout_s,
+            )
+        except papermill.PapermillExecutionError as error:
+            if export:
+                _export_quietly(output, run.dir / "report.html")
+            raise NotebookFailed(
+                f"notebook {spec.name} failed in cell {error.exec_count}: {error.ename}: {error.evalue}\n"
+                f"executed notebook with the traceback: {output}", output) from None
+        finally:
+            if env_before is None:
+                os.environ.pop("WORKBENCH_RUN_DIR", None)
+            else:
+                os.environ["WORKBENCH_RUN_DIR"] = env_before
+        html_path = None
+        if export:
+            from workbench.report.html import export_html
+
+            html_path = export_html(output, run.dir / "report.html")
+        return NotebookRun(spec.name, run.dir, output, html_path)
+
+
+def _export_quietly(notebook: Path, html: Path) -> None:
+    """Render a failed notebook too (its error is what the reader needs); never mask the error."""
+    from workbench.report.html import export_html
+
+    try:
+        if notebook.exists():
+            export_html(notebook, html)
+    except Exception:  # noqa: BLE001 - the notebook's own error is the one to report
+        pass
