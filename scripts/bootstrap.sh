@@ -10,7 +10,8 @@ VENV=.venv
 STAMP=$VENV/.workbench-installed
 want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
 
-apt_packages=(espeak-ng sox libsndfile1)
+# chromium: the browser test opens the HTML reports headless (tests/test_reports.py)
+apt_packages=(espeak-ng sox libsndfile1 chromium)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

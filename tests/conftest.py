@@ -27,3 +27,25 @@ def workdirs(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("WORKBENCH_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def smoke_pipeline(tmp_path_factory, mirror):
+    """The whole `make demo` pipeline on the smoke profile, run twice (the second must reuse every
+    stage), in a temporary folder; shared by the notebook and report tests."""
+    from workbench.pipeline import run_pipeline
+
+    root = tmp_path_factory.mktemp("pipeline")
+    saved = {k: os.environ.get(k) for k in ("WORKBENCH_RUNS", "WORKBENCH_DATA_DIR")}
+    os.environ["WORKBENCH_RUNS"] = str(root / "runs")
+    os.environ["WORKBENCH_DATA_DIR"] = str(root / "data")
+    try:
+        first = run_pipeline("smoke", reports_dir=root / "reports")
+        second = run_pipeline("smoke", reports_dir=root / "reports")
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return first, second, root / "reports"

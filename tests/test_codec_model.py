@@ -14,6 +14,15 @@ from workbench.codec.model import build_model
 from workbench.config import ConfigError, for_profile
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on shared, oversubscribed cores two threads are several times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def tiny_config(**overrides) -> CodecConfig:
     return for_profile(CodecConfig, "smoke", **overrides)
 
@@ -125,7 +134,6 @@ def test_overfits_one_batch():
     from workbench.codec.losses import MultiScaleMelLoss
 
     torch.manual_seed(0)
-    torch.set_num_threads(2)
     config = tiny_config(encoder_channels=8, encoder_max_channels=32, latent_dim=32, decoder_dim=64,
                          decoder_intermediate_dim=128, fsq_levels=(5, 5, 5))
     model = build_model(config)
@@ -139,5 +147,5 @@ def test_overfits_one_batch():
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert min(losses[-5:]) < 0.6 * losses[0], losses[::10]

@@ -8,7 +8,6 @@ import re
 import nbformat
 import pytest
 
-from workbench.pipeline import run_pipeline
 from workbench.report.notebooks import NOTEBOOKS, notebooks_dir
 from workbench.report.runner import NotebookFailed, run_notebook
 
@@ -61,11 +60,11 @@ def test_failing_cell_leaves_notebook_marks_failed(workdirs):
     assert (run_dir / "report.html").exists()
 
 
-def test_pipeline_reuses_finished_stages(workdirs):
-    first = run_pipeline("smoke", reports_dir=workdirs / "reports")
-    second = run_pipeline("smoke", reports_dir=workdirs / "reports")
+def test_pipeline_reuses_finished_stages(smoke_pipeline):
+    first, second, reports = smoke_pipeline
+    assert [s.name for s in first.stages] == [s.name for s in second.stages]
     assert not any(s.reused for s in first.stages) and all(s.reused for s in second.stages)
-    index = (workdirs / "reports" / "index.html").read_text()
+    index = (reports / "index.html").read_text()
     for stage in first.stages:
         assert f"{stage.name}-smoke.html" in index
-        assert (workdirs / "reports" / f"{stage.name}-smoke.html").exists()
+        assert (reports / f"{stage.name}-smoke.html").exists()

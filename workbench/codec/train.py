@@ -201,7 +201,7 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
             fake = out.audio
             mel = mel_loss(fake, real)
             loss_g = config.mel_loss_weight * mel
-            metrics = {"mel_loss": float(mel)}
+            metrics = {"mel_loss": mel.item()}
 
             gan_on = discriminators is not None and step >= config.disc_warmup_steps
             if gan_on:
@@ -220,11 +220,11 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
                 adv = generator_adversarial_loss(g_fake)
                 fm = feature_matching_loss(d_real, g_fake)
                 loss_g = loss_g + config.adversarial_weight * adv + config.feature_matching_weight * fm
-                metrics.update(disc_loss=float(loss_d), adv_loss=float(adv), fm_loss=float(fm))
+                metrics.update(disc_loss=loss_d.item(), adv_loss=adv.item(), fm_loss=fm.item())
             if out.semantic_pred is not None:
                 sem = semantic_loss(out.semantic_pred, out.semantic_target)
                 loss_g = loss_g + config.semantic_loss_weight * sem
-                metrics["semantic_loss"] = float(sem)
+                metrics["semantic_loss"] = sem.item()
 
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
@@ -240,7 +240,7 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
 
             if step % config.log_every == 0 or step == config.max_steps:
                 now = time.perf_counter()
-                run.log(step, loss=float(loss_g), grad_norm=float(grad_norm), lr=sched_g.get_last_lr()[0],
+                run.log(step, loss=loss_g.item(), grad_norm=float(grad_norm), lr=sched_g.get_last_lr()[0],
                         steps_per_s=window_steps / max(now - window_start, 1e-9), train_wall_s=train_wall_s,
                         gan=gan_on, **metrics)
                 window_start, window_steps = now, 0

@@ -195,12 +195,13 @@ class BatchStream:
 
 def eval_batches(dataset: EncodedDataset, batch_size: int, pad_token_id: int, max_batches: int,
                  rank: int = 0, world_size: int = 1) -> list[Batch]:
-    """A fixed validation set: the first `max_batches`·world_size batches in stored order, so every
-    evaluation of a run (and every run of a sweep) scores the same sequences."""
+    """This rank's share of a fixed validation set: the first `max_batches` batches in stored order
+    (all when 0), dealt round-robin to the ranks. Every evaluation of a run, every run of a sweep
+    and any number of processes score the same sequences."""
     batches = [list(range(i, min(i + batch_size, len(dataset))))
                for i in range(0, len(dataset), batch_size)]
     if max_batches > 0:
-        batches = batches[: max_batches * world_size]
+        batches = batches[:max_batches]
     return [collate([dataset.sequences[i] for i in b], pad_token_id) for b in batches[rank::world_size]]
 
 

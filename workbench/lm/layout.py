@@ -253,8 +253,8 @@ def build_tts_sequence(tokenizer: Any, layout: TokenLayout, text: str,
 
     Labels equal the ids from ``<|SPEECH_GENERATION_START|>`` through ``<|SPEECH_GENERATION_END|>``
     and IGNORE_INDEX elsewhere (REFERENCE §2: template and text carry no loss). Labels are not
-    shifted; the model shifts them, so the start token's own label is never used as a target
-    (nothing precedes it in the span) while every speech token and the end token are.
+    shifted; the model shifts them, so the targets are the start token (predicted from the last
+    prompt token), every speech token and the end token.
     """
     prompt = tts_prompt_ids(tokenizer, layout, text)
     speech = layout.speech_ids(codes).flatten().tolist()

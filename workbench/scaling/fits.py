@@ -23,9 +23,11 @@ warm-started from the full-data optimum.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import itertools
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, ParamSpec, Sequence, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -52,6 +54,37 @@ _GRID_CHUNK_ELEMENTS = 2_000_000
 # --------------------------------------------------------------------------------------------
 # Input checking and small numeric helpers
 # --------------------------------------------------------------------------------------------
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+@contextlib.contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """Limit BLAS/OpenMP to one thread while fitting.
+
+    scipy's L-BFGS-B calls BLAS/LAPACK on tiny matrices thousands of times. With OpenBLAS's
+    default thread pool this was measured 20-40x slower on the shared 2-core machine when other
+    processes were busy (a 240-point fit: 12 s instead of 0.5 s), all of it thread hand-off.
+    threadpoolctl is used when importable (it comes with scikit-learn); otherwise no-op.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1):
+        yield
+
+
+def _blas_single_thread(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with _single_threaded_blas():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
 
 
 def _positive_1d(name: str, values: ArrayLike) -> np.ndarray:
@@ -265,6 +298,7 @@ def _fit_power_law_core(
     return best_theta, best_val
 
 
+@_blas_single_thread
 def fit_power_law(
     compute: ArrayLike,
     loss: ArrayLike,
@@ -463,6 +497,7 @@ def _chinchilla_params(theta: np.ndarray) -> tuple[float, float, float, float, f
     return float(np.exp(e)), float(np.exp(a)), float(np.exp(b)), alpha, beta
 
 
+@_blas_single_thread
 def fit_chinchilla(
     n_params: ArrayLike,
     n_tokens: ArrayLike,
@@ -593,6 +628,7 @@ def _group_by_compute(compute: np.ndarray, rtol: float) -> np.ndarray:
     return labels
 
 
+@_blas_single_thread
 def fit_isoflop(
     n_params: ArrayLike,
     n_tokens: ArrayLike,
@@ -735,6 +771,7 @@ class HoldoutCheck:
     train_frontier: Frontier
 
 
+@_blas_single_thread
 def holdout_check(
     n_params: ArrayLike,
     n_tokens: ArrayLike,

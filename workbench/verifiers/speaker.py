@@ -15,12 +15,18 @@ from pathlib import Path
 
 import torch
 
-from workbench.verifiers.base import SpeakerVerifierBase, register
+from workbench.verifiers.base import SpeakerVerifierBase, equal_length_batches, register
 
 
 @functools.lru_cache(maxsize=1)
 def _resemblyzer_encoder():
-    from resemblyzer import VoiceEncoder
+    import warnings
+
+    with warnings.catch_warnings():
+        # webrtcvad (imported by resemblyzer) uses pkg_resources; the deprecation is known and
+        # handled by pinning setuptools<81, so the warning says nothing actionable here.
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        from resemblyzer import VoiceEncoder
 
     return VoiceEncoder(device="cpu", verbose=False)
 
@@ -37,13 +43,14 @@ class ResemblyzerVerifier(SpeakerVerifierBase):
         self.trim_silence = trim_silence
 
     def embed(self, wavs: list[torch.Tensor]) -> torch.Tensor:
+        encoder = _resemblyzer_encoder()  # first: it imports resemblyzer with the warning filtered
         from resemblyzer import preprocess_wav
 
-        encoder = _resemblyzer_encoder()
         embeddings = []
         for wav in wavs:
             samples = wav.numpy()
-            if self.trim_silence:
+            # Digital silence would make resemblyzer's volume normalisation divide by zero.
+            if self.trim_silence and float(wav.abs().max()) > 0.0:
                 # Volume normalisation and VAD trimming of long pauses, as the encoder was trained.
                 trimmed = preprocess_wav(samples)
                 # All-silence (or a very short partial in beam search) trims to almost nothing;
@@ -52,16 +59,6 @@ class ResemblyzerVerifier(SpeakerVerifierBase):
                     samples = trimmed
             embeddings.append(torch.from_numpy(encoder.embed_utterance(samples)))
         return torch.stack(embeddings)
-
-
-def _pad_batch(wavs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-pad to the longest clip; also return lengths relative to it (speechbrain's wav_lens)."""
-    longest = max(w.numel() for w in wavs)
-    batch = torch.zeros(len(wavs), longest)
-    for i, w in enumerate(wavs):
-        batch[i, : w.numel()] = w
-    relative = torch.tensor([w.numel() / longest for w in wavs])
-    return batch, relative
 
 
 @functools.lru_cache(maxsize=4)
@@ -94,13 +91,15 @@ class EcapaVerifier(SpeakerVerifierBase):
 
     def embed(self, wavs: list[torch.Tensor]) -> torch.Tensor:
         classifier = _ecapa(self.source, self.savedir, self.device)
-        out = []
-        for start in range(0, len(wavs), self.batch_size):
-            batch, relative = _pad_batch(wavs[start:start + self.batch_size])
+        out: list[torch.Tensor] = [torch.empty(0)] * len(wavs)
+        # Equal-length batches only: see `equal_length_batches` for why padding is avoided.
+        for indices in equal_length_batches(wavs, self.batch_size):
+            batch = torch.stack([wavs[i] for i in indices])
             with torch.inference_mode():
-                embeddings = classifier.encode_batch(batch, relative)  # (n, 1, dim)
-            out.append(embeddings.reshape(embeddings.shape[0], -1).cpu())
-        return torch.cat(out)
+                embeddings = classifier.encode_batch(batch)  # (n, 1, dim)
+            for i, e in zip(indices, embeddings.reshape(len(indices), -1).cpu()):
+                out[i] = e
+        return torch.stack(out)
 
 
 @functools.lru_cache(maxsize=4)
@@ -129,14 +128,13 @@ class WavLMVerifier(SpeakerVerifierBase):
 
     def embed(self, wavs: list[torch.Tensor]) -> torch.Tensor:
         extractor, network = _wavlm(self.model, self.device)
-        out = []
-        for start in range(0, len(wavs), self.batch_size):
-            chunk = [w.numpy() for w in wavs[start:start + self.batch_size]]
-            # The attention mask keeps padding out of the x-vector statistics pooling.
-            inputs = extractor(chunk, sampling_rate=self.sample_rate_hz, return_tensors="pt", padding=True,
-                               return_attention_mask=True)
-            inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        out: list[torch.Tensor] = [torch.empty(0)] * len(wavs)
+        # Equal-length batches only: see `equal_length_batches` for why padding is avoided.
+        for indices in equal_length_batches(wavs, self.batch_size):
+            inputs = extractor([wavs[i].numpy() for i in indices], sampling_rate=self.sample_rate_hz,
+                               return_tensors="pt")
             with torch.inference_mode():
-                embeddings = network(**inputs).embeddings
-            out.append(embeddings.float().cpu())
-        return torch.cat(out)
+                embeddings = network(input_values=inputs["input_values"].to(self.device)).embeddings
+            for i, e in zip(indices, embeddings.float().cpu()):
+                out[i] = e
+        return torch.stack(out)

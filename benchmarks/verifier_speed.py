@@ -1,0 +1,104 @@
+"""Throughput of the offline verifiers (pocketsphinx, resemblyzer, dnsmos) on real Kathleen clips.
+
+Search cost is dominated by verifier calls (Llasa §5 scores every candidate, and every beam every
+0.5 s), so this reports, per verifier: first-call time (model load), utterances per second, and
+speed against two baselines measured in the same run on the same clips:
+  - real time: audio seconds scored per wall-clock second (>1 means faster than real time);
+  - log-mel: `workbench.audio.log_mel` over the same clips, the cheapest full pass over the audio,
+    so "x log-mel" says how many feature passes one verifier call costs.
+It also prints pocketsphinx's corpus WER on the clips.
+
+    .venv/bin/python benchmarks/verifier_speed.py --n-clips 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from workbench import verifiers
+from workbench.audio import load_audio, log_mel
+
+DEFAULT_CORPUS = Path("/work/shared/data/kathleen")
+
+
+@dataclass(frozen=True)
+class Timing:
+    name: str
+    first_call_s: float
+    wall_s: float
+    n_clips: int
+    audio_s: float
+
+    @property
+    def clips_per_s(self) -> float:
+        return self.n_clips / self.wall_s
+
+    @property
+    def speed_x_real_time(self) -> float:
+        return self.audio_s / self.wall_s
+
+
+def _time_best(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="folder with transcripts.tsv")
+    parser.add_argument("--n-clips", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=1, help="timed passes; the fastest is reported")
+    args = parser.parse_args()
+
+    with open(args.corpus / "transcripts.tsv", newline="") as handle:
+        rows = [r for r in csv.reader(handle, delimiter="\t") if r][: args.n_clips]
+    rate = 16000
+    clips = [load_audio(args.corpus / r[0], sample_rate=rate)[0][0] for r in rows]
+    texts = [r[3] for r in rows]
+    prompt = clips[0]  # speaker prompt: the first clip, scored against every clip (itself included)
+    audio_s = sum(c.numel() for c in clips) / rate
+    print(f"{len(clips)} clips from {args.corpus}, {audio_s:.1f} s of audio, torch threads {torch.get_num_threads()}")
+
+    # Baseline: log-mel features of the same clips, one clip at a time like the verifiers.
+    log_mel(clips[0].unsqueeze(0), rate)  # build the cached transform outside the timing
+    baseline_wall = _time_best(lambda: [log_mel(c.unsqueeze(0), rate) for c in clips], args.repeats)
+    baseline = Timing("log-mel baseline", 0.0, baseline_wall, len(clips), audio_s)
+
+    timings = [baseline]
+    wer_value = float("nan")
+    for name, kwargs in (("pocketsphinx", {"texts": texts}), ("resemblyzer", {"prompts": prompt}), ("dnsmos", {})):
+        verifier = verifiers.get(name)
+        first_kwargs = {k: (v[:1] if k == "texts" else v) for k, v in kwargs.items()}
+        start = time.perf_counter()
+        verifier.evaluate(clips[:1], rate, **first_kwargs)  # model load and first-call warm-up
+        first = time.perf_counter() - start
+        results: list[verifiers.VerifierResult] = []
+
+        def run(verifier=verifier, kwargs=kwargs) -> None:  # type: ignore[no-untyped-def]
+            results[:] = verifier.evaluate(clips, rate, **kwargs)
+
+        wall = _time_best(run, args.repeats)
+        timings.append(Timing(name, first, wall, len(clips), audio_s))
+        if name == "pocketsphinx":
+            wer_value = verifiers.corpus_wer(texts, [r.transcript or "" for r in results])
+
+    print(f"\n{'verifier':<18} {'first call s':>12} {'clips/s':>9} {'x real time':>12} {'x log-mel':>10}")
+    for t in timings:
+        print(f"{t.name:<18} {t.first_call_s:>12.2f} {t.clips_per_s:>9.2f} {t.speed_x_real_time:>12.2f} "
+              f"{t.clips_per_s / baseline.clips_per_s:>10.4f}")
+    print("\nx real time = audio seconds scored per wall second (baseline 1.0 = real time; RTF = 1 / this)")
+    print(f"pocketsphinx corpus WER on these {len(clips)} clips: {wer_value:.3f}")
+
+
+if __name__ == "__main__":
+    main()

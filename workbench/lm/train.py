@@ -1,0 +1,647 @@
+"""LM training: one visible loop (no HF Trainer), token budget as the sweep axis, exact resume.
+
+Recipe (REFERENCE §2): AdamW (β1 0.9, β2 0.95, weight decay 0.01 on matrices only), cosine LR with
+3 % linear warm-up decaying to 10 % of peak, gradient clipping at 1.0, gradient accumulation, fp32
+on CPU and bf16 autocast on GPU. Training stops once `token_budget` real (non-padding) tokens have
+been consumed, counted over all processes; the cosine schedule's length is estimated up front from
+the mean sequence length so that it ends near the budget.
+
+Loss normalisation: each optimizer step's loss is the sum of token losses over every micro-batch
+and every process divided by the total number of target tokens of the step (counted before the
+forward pass and all-reduced), so the gradient does not depend on how the step's sequences are
+split into micro-batches or processes. Gradient accumulation on one process and data parallel over
+several give the same update (tested).
+
+Resume: a checkpoint is a workbench HF folder plus ``trainer_state.pt`` (optimizer, scheduler,
+RNG states, data position, counters), written atomically every `checkpoint_every` steps under
+``<run>/checkpoints/step-NNNNNNN`` with ``<run>/checkpoints/latest`` naming the newest. Reopening the
+run id resumes from it and ends with the same weights and losses as an uninterrupted run.
+
+Data parallel: launch under ``torchrun --nproc_per_node N -m workbench.lm.train ...``; the loop uses
+torch DDP (gloo on CPU, NCCL on GPU). Rank 0 alone writes the run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from workbench.atomic import atomic_write_text
+from workbench.config import for_profile, from_params
+
+TRAINER_STATE_FILE = "trainer_state.pt"
+LATEST_FILE = "latest"
+
+
+@dataclass(frozen=True)
+class LMTrainConfig:
+    """One LM training run. `token_budget` (tokens seen) and `preset` (model size) are the two
+    axes of the train-time scaling sweep."""
+
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
+        "smoke": dict(preset="cpu-0.1m", text_vocab_size=300, max_seq_len=512, batch_size=4,
+                      token_budget=6_000, lr=3e-3, eval_every=10, eval_batches=2,
+                      checkpoint_every=20, log_every=5, num_threads=1),
+        "cpu": dict(preset="cpu-1m", text_vocab_size=512, max_seq_len=1024, batch_size=8,
+                    token_budget=1_000_000, lr=2e-3, eval_every=100, eval_batches=8,
+                    checkpoint_every=200, log_every=10),
+        "gpu-1b": dict(preset="llama-3.2-1b", max_seq_len=2048, batch_size=8, grad_accum=16,
+                       token_budget=2_000_000_000, lr=5e-5, eval_every=500, eval_batches=20,
+                       checkpoint_every=1000, log_every=10),
+        "gpu-3b": dict(preset="llama-3.2-3b", max_seq_len=2048, batch_size=4, grad_accum=32,
+                       token_budget=2_000_000_000, lr=5e-5, eval_every=500, eval_batches=20,
+                       checkpoint_every=1000, log_every=10),
+        "gpu-8b": dict(preset="llama-3.1-8b", max_seq_len=2048, batch_size=2, grad_accum=64,
+                       token_budget=2_000_000_000, lr=5e-5, eval_every=500, eval_batches=20,
+                       checkpoint_every=1000, log_every=10),
+    }
+
+    preset: str = "cpu-1m"
+    tokenizer: str = ""  # local tokenizer folder (Llama-3 style or workbench); "" = train a BPE
+    text_vocab_size: int = 512  # BPE size when training a tokenizer
+    init_from: str = ""  # local checkpoint to fine-tune (workbench or Llasa-style); "" = scratch
+    max_seq_len: int = 2048
+    too_long: Literal["drop", "truncate"] = "drop"
+    batch_size: int = 8  # sequences per micro-batch per process
+    grad_accum: int = 1
+    token_budget: int = 1_000_000  # stop after this many real tokens (all processes)
+    max_steps: int = 0  # > 0: stop after this many optimizer steps instead of the token budget
+    lr: float = 5e-5  # peak
+    min_lr_ratio: float = 0.1
+    warmup_frac: float = 0.03
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_batches: int = 10  # in all (split over processes); 0 = the whole validation set
+    valid_fraction: float = 0.05  # held out by id hash when the shards have no valid split
+    train_split: str = "train"
+    valid_split: str = "valid"
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    seed: int = 0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
+    device: str = "auto"
+    num_threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    peak_flops_per_s: float = 0.0  # for MFU; 0 = measure a matmul on this device
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum", "max_seq_len", "log_every", "eval_every",
+                     "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"LMTrainConfig.{name} = {getattr(self, name)}: must be >= 1")
+        if self.token_budget < 1 and self.max_steps < 1:
+            raise ValueError("LMTrainConfig needs token_budget >= 1 or max_steps >= 1")
+        if not 0.0 <= self.warmup_frac < 1.0 or not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"warmup_frac={self.warmup_frac}, min_lr_ratio={self.min_lr_ratio}: out of range")
+
+
+class _StopRequested(KeyboardInterrupt):
+    """Raised inside the run block by `stop_after_steps` so that the run is recorded as
+    interrupted (like a preemption), carrying the partial result out."""
+
+    def __init__(self, result: "LMTrainResult") -> None:
+        super().__init__("stop_after_steps reached")
+        self.result = result
+
+
+@dataclass
+class LMTrainResult:
+    """What a sweep needs from one run (also written to the run's summary.json)."""
+
+    run_id: str
+    run_dir: str
+    model_dir: str
+    preset: str
+    n_params: int
+    n_params_non_embedding: int
+    tokens_seen: int
+    steps: int
+    flops: float  # training FLOPs with N = all parameters
+    flops_non_embedding: float  # with N = non-embedding parameters
+    final_train_loss: float
+    final_valid_loss: float
+    wall_s: float
+    tokens_per_s: float
+    n_train_sequences: int
+    n_dropped: int
+    n_truncated: int
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+class CosineWithWarmup:
+    """LR multiplier: linear warm-up over `warmup_steps`, then cosine from 1 to `min_ratio` at
+    `total_steps`, then flat at `min_ratio` (a run that overshoots its estimated length keeps the
+    final LR rather than rising again). A class, not a lambda, so LambdaLR can save it."""
+
+    def __init__(self, total_steps: int, warmup_frac: float, min_ratio: float) -> None:
+        self.total_steps = max(1, int(total_steps))
+        self.warmup_steps = max(1, round(warmup_frac * self.total_steps))
+        self.min_ratio = float(min_ratio)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def measure_peak_flops(device: Any, dtype: Any = None, size: int = 1024, repeats: int = 5) -> float:
+    """Best achieved FLOP/s of a square matmul: the denominator of MFU when no datasheet peak is
+    given. On a CPU shared with other work this is what the hardware delivers now."""
+    import torch
+
+    dtype = dtype or torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = math.inf
+    for _ in range(repeats + 1):  # first call warms up kernels / allocator
+        if a.is_cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        (a @ b).sum().item()
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributed helpers (no-ops in one process)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(use_cuda: bool) -> _Dist:
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    owns = False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        owns = True
+    return _Dist(rank=dist.get_rank(), world_size=dist.get_world_size(),
+                 local_rank=int(os.environ.get("LOCAL_RANK", "0")), owns_group=owns)
+
+
+def _all_reduce_sum(tensor: Any, dist_info: _Dist) -> Any:
+    if dist_info.world_size > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def _broadcast_object(obj: Any, dist_info: _Dist) -> Any:
+    if dist_info.world_size <= 1:
+        return obj
+    import torch.distributed as dist
+
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def _barrier(dist_info: _Dist) -> None:
+    if dist_info.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces of the loop
+# ---------------------------------------------------------------------------------------------
+
+
+def _resolve_device(config: LMTrainConfig, dist_info: _Dist) -> Any:
+    import torch
+
+    if config.device != "auto":
+        return torch.device(config.device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", dist_info.local_rank)
+    return torch.device("cpu")
+
+
+def _autocast(device: Any, config: LMTrainConfig) -> Any:
+    import torch
+
+    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    if not use_bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _make_optimizer(model: Any, config: LMTrainConfig) -> Any:
+    import torch
+
+    # No weight decay on norm gains (1-D): decaying them only pulls activations toward zero.
+    decay = [p for _, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for _, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr, betas=(config.beta1, config.beta2), eps=1e-8,
+    )
+
+
+def _sum_loss(model: Any, batch: Any, autocast: Any) -> Any:
+    """Sum (not mean) of next-token cross-entropy over target positions, computed in fp32."""
+    import torch.nn.functional as F
+
+    from workbench.lm.layout import IGNORE_INDEX
+
+    with autocast:
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    logits = logits[:, :-1].float()
+    targets = batch.labels[:, 1:]
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def _evaluate(model: Any, batches: list, device: Any, config: LMTrainConfig, dist_info: _Dist) -> float:
+    import torch
+
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(2, dtype=torch.float64)
+    with torch.no_grad():
+        for batch in batches:
+            batch = batch.to(device)
+            totals[0] += float(_sum_loss(model, batch, _autocast(device, config)))
+            totals[1] += batch.n_loss_tokens
+    _all_reduce_sum(totals, dist_info)
+    model.train(was_training)
+    return float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
+
+
+def _rng_state() -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _prepare_tokenizer(config: LMTrainConfig, train_texts: list[str], codebook_size: int,
+                       run_dir: Path, dist_info: _Dist) -> Any:
+    """The run's tokenizer, saved under <run>/tokenizer on first start and reloaded on resume (so
+    a resumed run cannot drift to a different vocabulary)."""
+    from workbench.lm.text_tokenizer import (
+        extend_pretrained_tokenizer, load_lm_tokenizer, train_text_tokenizer,
+    )
+
+    saved = run_dir / "tokenizer"
+    if dist_info.is_main and not (saved / "tokenizer.json").exists():
+        if config.init_from:
+            lm_tok = load_lm_tokenizer(config.init_from)
+        elif config.tokenizer:
+            lm_tok = extend_pretrained_tokenizer(config.tokenizer, codebook_size)
+        else:
+            lm_tok = train_text_tokenizer(train_texts, codebook_size, config.text_vocab_size)
+        tmp = saved.with_name("tokenizer.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        lm_tok.save(tmp)
+        os.replace(tmp, saved)
+    _barrier(dist_info)
+    lm_tok = load_lm_tokenizer(saved)
+    if lm_tok.layout.codebook_size != codebook_size:
+        raise ValueError(f"tokenizer has {lm_tok.layout.codebook_size} speech tokens, shards' codec "
+                         f"has codebook_size {codebook_size}")
+    return lm_tok
+
+
+def _latest_checkpoint(run_dir: Path) -> Path | None:
+    pointer = run_dir / "checkpoints" / LATEST_FILE
+    if not pointer.exists():
+        return None
+    path = run_dir / "checkpoints" / pointer.read_text().strip()
+    return path if (path / TRAINER_STATE_FILE).exists() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def train_lm(config: LMTrainConfig, shards_dir: str | Path, run_id: str | None = None,
+             root: str | Path | None = None, *, stop_after_steps: int | None = None) -> LMTrainResult:
+    """Train one LM on the token shards in `shards_dir`; the single entry point a sweep calls.
+
+    Creates (or, when `run_id` names a run with a checkpoint, resumes) ``<root>/lm/<run_id>``.
+    `stop_after_steps` ends the process early after saving a checkpoint, as a preemption would
+    (used to test resume); the run is then marked "interrupted" with ``completed: false`` in its
+    summary, and the partial result is returned. Picklable: a module-level function of picklable arguments.
+    Under torchrun every rank calls this with the same arguments.
+    """
+    import torch
+
+    from workbench.runs import new_run_id, runs_root, start_run
+
+    wall_start = time.perf_counter()
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    use_cuda = config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available())
+    dist_info = _init_distributed(use_cuda)
+    device = _resolve_device(config, dist_info)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+    run_id = _broadcast_object(run_id or (new_run_id(config) if dist_info.is_main else None), dist_info)
+    run_dir = runs_root(root) / "lm" / run_id
+    run_ctx = start_run("lm", config, root=root, run_id=run_id) if dist_info.is_main else contextlib.nullcontext()
+    try:
+        try:
+            with run_ctx as run:
+                result = _train(config, Path(shards_dir), run, run_id, run_dir, device, dist_info,
+                                stop_after_steps, wall_start)
+        except _StopRequested as stop:
+            # start_run has marked the run "interrupted"; the caller still gets the numbers so far.
+            result = stop.result
+    finally:
+        if dist_info.owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    return result
+
+
+def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_dir: Path,
+           device: Any, dist_info: _Dist, stop_after_steps: int | None, wall_start: float) -> LMTrainResult:
+    import torch
+    from tqdm.auto import tqdm
+
+    from workbench.data.token_shards import read_token_shards
+    from workbench.lm.data import BatchStream, encode_utterances, eval_batches, split_utterances
+    from workbench.lm.flops import count_params, training_flops
+    from workbench.lm.model import build_model, load_lm, save_checkpoint
+
+    _barrier(dist_info)  # rank 0 has created the run directory
+    codec, utterances = read_token_shards(shards_dir)
+    train_utts, valid_utts = split_utterances(utterances, train_split=config.train_split,
+                                              valid_split=config.valid_split,
+                                              valid_fraction=config.valid_fraction)
+    if not train_utts:
+        raise ValueError(f"{shards_dir}: no training utterances (split {config.train_split!r})")
+    lm_tok = _prepare_tokenizer(config, [u.text for u in train_utts], codec.codebook_size, run_dir, dist_info)
+    tokenizer, layout = lm_tok.tokenizer, lm_tok.layout
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else layout.speech_generation_end
+    train_set = encode_utterances(train_utts, tokenizer, layout, config.max_seq_len, config.too_long)
+    valid_set = encode_utterances(valid_utts, tokenizer, layout, config.max_seq_len, config.too_long)
+    if len(train_set) == 0:
+        raise ValueError(f"all {len(train_utts)} training utterances exceed max_seq_len={config.max_seq_len}")
+
+    # Model: resume > fine-tune > scratch.
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    latest = _latest_checkpoint(run_dir)
+    if latest is not None:
+        model = load_lm(latest, device="cpu").model
+    elif config.init_from:
+        model = load_lm(config.init_from, device="cpu").model
+    else:
+        model = build_model(config.preset, layout, seed=config.seed, bos_token_id=tokenizer.bos_token_id,
+                            pad_token_id=pad_id, max_position_embeddings=config.max_seq_len)
+    model.to(device).train()
+    counts = count_params(model.config)
+
+    stream = BatchStream(train_set, config.batch_size, pad_id, seed=config.seed, rank=dist_info.rank,
+                         world_size=dist_info.world_size)
+    valid_batches = eval_batches(valid_set, config.batch_size, pad_id, config.eval_batches,
+                                 dist_info.rank, dist_info.world_size) if len(valid_set) else []
+    tokens_per_step = (train_set.n_tokens / len(train_set)) * config.batch_size * config.grad_accum * dist_info.world_size
+    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(config.token_budget / tokens_per_step)
+
+    # Measured before any RNG state is restored: it draws random matrices.
+    peak = config.peak_flops_per_s
+    if peak <= 0:
+        use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+        peak = measure_peak_flops(device, torch.bfloat16 if use_bf16 else torch.float32,
+                                  size=4096 if device.type == "cuda" else 512)
+    optimizer = _make_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, CosineWithWarmup(total_steps, config.warmup_frac, config.min_lr_ratio))
+    state: dict[str, Any] = {"step": 0, "tokens_seen": 0, "flops": 0.0, "flops_non_embedding": 0.0,
+                             "train_time_s": 0.0, "wall_s": 0.0, "last_train_loss": float("nan"),
+                             "last_valid_loss": float("nan")}
+    if latest is not None:
+        saved = torch.load(latest / TRAINER_STATE_FILE, map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        stream.load_state_dict(saved["data"])
+        _set_rng_state(saved["rng"])
+        state.update(saved["counters"])
+    wall_offset = state["wall_s"]
+
+    ddp_model = model
+    if dist_info.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    if run is not None and state["step"] == 0:
+        run.log(0, event="start", n_params=counts.n_params, n_params_non_embedding=counts.n_params_non_embedding,
+                n_train_sequences=len(train_set), n_valid_sequences=len(valid_set),
+                n_dropped=train_set.n_dropped + valid_set.n_dropped,
+                n_truncated=train_set.n_truncated + valid_set.n_truncated,
+                total_steps_estimate=total_steps, tokens_per_step_estimate=tokens_per_step,
+                peak_flops_per_s=peak, world_size=dist_info.world_size, device=str(device))
+
+    def done() -> bool:
+        if config.max_steps > 0:
+            return state["step"] >= config.max_steps
+        return state["tokens_seen"] >= config.token_budget
+
+    def save(step: int) -> None:
+        trainer_state = {
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "data": stream.state_dict(), "rng": _rng_state(),
+            "counters": {**state, "wall_s": wall_offset + time.perf_counter() - wall_start},
+        }
+        if dist_info.is_main:
+            ckpt_root = run_dir / "checkpoints"
+            name = f"step-{step:07d}"
+            save_checkpoint(ckpt_root / name, model, tokenizer, layout, codec=codec,
+                            extra={"preset": config.preset, "step": step, "run_id": run_id},
+                            extra_files={TRAINER_STATE_FILE: lambda p: torch.save(trainer_state, p)})
+            atomic_write_text(ckpt_root / LATEST_FILE, name + "\n")
+            kept = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir())
+            for old in kept[: -config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        _barrier(dist_info)
+
+    progress = tqdm(total=total_steps, initial=min(state["step"], total_steps), disable=not (config.progress and dist_info.is_main),
+                    desc=f"lm {config.preset}", unit="step", dynamic_ncols=True)
+    autocast = _autocast(device, config)
+    window_loss, window_steps, window_tokens, window_time = 0.0, 0, 0, 0.0
+    stopped_early = False
+    while not done():
+        step_start = time.perf_counter()
+        micro = [next(stream) for _ in range(config.grad_accum)]
+        # Totals for this step across micro-batches and processes, known before any forward pass.
+        step_flops = training_flops(model.config, [n for b in micro for n in b.seq_lens])
+        totals = torch.tensor([sum(b.n_loss_tokens for b in micro), sum(b.n_tokens for b in micro),
+                               step_flops.with_embedding, step_flops.non_embedding], dtype=torch.float64)
+        _all_reduce_sum(totals, dist_info)
+        n_targets = max(1.0, float(totals[0]))
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        for i, batch in enumerate(micro):
+            batch = batch.to(device)
+            sync = i == len(micro) - 1 or dist_info.world_size == 1
+            ctx = contextlib.nullcontext() if sync else ddp_model.no_sync()
+            with ctx:
+                piece = _sum_loss(ddp_model, batch, autocast)
+                # ×world_size undoes DDP's gradient averaging: the result is Σ losses / n_targets.
+                (piece * (dist_info.world_size / n_targets)).backward()
+            loss_sum += float(piece.detach())
+        _all_reduce_sum(loss_sum, dist_info)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        step_time = time.perf_counter() - step_start
+
+        train_loss = float(loss_sum) / n_targets
+        state["step"] += 1
+        state["tokens_seen"] += int(totals[1])
+        state["flops"] += float(totals[2])
+        state["flops_non_embedding"] += float(totals[3])
+        state["train_time_s"] += step_time
+        state["last_train_loss"] = train_loss
+        window_loss += train_loss
+        window_steps += 1
+        window_tokens += int(totals[1])
+        window_time += step_time
+        step = state["step"]
+        progress.update(1)
+        progress.set_postfix(loss=f"{train_loss:.3f}", tok=state["tokens_seen"])
+
+        if step % config.log_every == 0 or done():
+            tokens_per_s = window_tokens / max(window_time, 1e-9)
+            flops_per_s = float(totals[2]) / max(step_time, 1e-9)
+            if run is not None:
+                run.log(step, train_loss=window_loss / window_steps, lr=lr, grad_norm=float(grad_norm),
+                        tokens_seen=state["tokens_seen"], flops=state["flops"],
+                        flops_non_embedding=state["flops_non_embedding"], tokens_per_s=tokens_per_s,
+                        mfu=flops_per_s / dist_info.world_size / peak, epoch=stream.epoch)
+            window_loss, window_steps, window_tokens, window_time = 0.0, 0, 0, 0.0
+        # len(valid_set), not valid_batches: identical on every rank, so all join the all-reduce.
+        if len(valid_set) and (step % config.eval_every == 0 or done()):
+            state["last_valid_loss"] = _evaluate(model, valid_batches, device, config, dist_info)
+            if run is not None:
+                run.log(step, valid_loss=state["last_valid_loss"], tokens_seen=state["tokens_seen"],
+                        flops=state["flops"], flops_non_embedding=state["flops_non_embedding"])
+        if step % config.checkpoint_every == 0 or done():
+            save(step)
+        if stop_after_steps is not None and step >= stop_after_steps and not done():
+            if step % config.checkpoint_every:
+                save(step)
+            stopped_early = True
+            break
+    progress.close()
+
+    wall_s = wall_offset + time.perf_counter() - wall_start
+    model_dir = run_dir / "model"
+    if dist_info.is_main and not stopped_early:
+        save_checkpoint(model_dir, model, tokenizer, layout, codec=codec,
+                        extra={"preset": config.preset, "step": state["step"], "run_id": run_id})
+    _barrier(dist_info)
+    result = LMTrainResult(
+        run_id=run_id, run_dir=str(run_dir), model_dir=str(model_dir), preset=config.preset,
+        n_params=counts.n_params, n_params_non_embedding=counts.n_params_non_embedding,
+        tokens_seen=int(state["tokens_seen"]), steps=int(state["step"]), flops=float(state["flops"]),
+        flops_non_embedding=float(state["flops_non_embedding"]),
+        final_train_loss=float(state["last_train_loss"]), final_valid_loss=float(state["last_valid_loss"]),
+        wall_s=wall_s, tokens_per_s=state["tokens_seen"] / max(state["train_time_s"], 1e-9),
+        n_train_sequences=len(train_set), n_dropped=train_set.n_dropped, n_truncated=train_set.n_truncated,
+    )
+    if run is not None:
+        run.summary(**result.to_dict(), completed=not stopped_early, world_size=dist_info.world_size)
+    if stopped_early:
+        raise _StopRequested(result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI, also the torchrun entry point:
+    ``torchrun --nproc_per_node 2 -m workbench.lm.train SHARDS --profile smoke --set batch_size=2``."""
+    import yaml
+
+    parser = argparse.ArgumentParser(prog="python -m workbench.lm.train", description=main.__doc__)
+    parser.add_argument("shards_dir")
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override; VALUE parsed as JSON, else YAML")
+    parser.add_argument("--run-id", default=None)
+    parser.add_argument("--root", default=None)
+    parser.add_argument("--result-json", default=None, help="rank 0 writes the LMTrainResult here")
+    args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
+        try:  # JSON first: YAML 1.1 reads "1e11" as a string
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = yaml.safe_load(value)
+    config = for_profile(LMTrainConfig, args.profile)
+    config = from_params(LMTrainConfig, overrides, base=config) if overrides else config
+    result = train_lm(config, args.shards_dir, run_id=args.run_id, root=args.root)
+    if int(os.environ.get("RANK", "0")) == 0:
+        text = json.dumps(result.to_dict(), indent=2)
+        if args.result_json:
+            atomic_write_text(args.result_json, text + "\n")
+        else:
+            print(text)
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["LMTrainConfig", "LMTrainResult", "CosineWithWarmup", "train_lm", "measure_peak_flops", "main"]
