@@ -7,13 +7,26 @@ order; later issues add codec, LM-scaling and search stages here.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.report.notebooks import NOTEBOOKS
 
-STAGES: tuple[str, ...] = ("00_data",)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A notebook, and the parameters it takes from earlier stages' summaries: ``{param: (stage,
+    summary key)}``. Passing upstream outputs as explicit parameters puts them in the stage's
+    config hash, so a stage reruns when what it reads has changed."""
+
+    name: str
+    inputs: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+STAGES: tuple[Stage, ...] = (Stage("00_data"),)
 
 
 @dataclass
@@ -35,21 +48,35 @@ class PipelineResult:
         return sum(s.wall_s for s in self.stages)
 
 
-def run_pipeline(profile: str = "cpu", *, stages: tuple[str, ...] = STAGES, reuse: bool = True,
+def run_pipeline(profile: str = "cpu", *, stages: tuple[Stage, ...] = STAGES, reuse: bool = True,
                  reports_dir: str | Path = "reports", root: str | Path | None = None) -> PipelineResult:
     from workbench.report.index import build_reports
     from workbench.report.runner import run_notebook
 
     result = PipelineResult(profile=profile)
-    available = [s for s in stages if s in NOTEBOOKS]
-    for number, name in enumerate(available, 1):
-        print(f"[pipeline {profile}] stage {number}/{len(available)}: {name}", flush=True)
+    available = [s for s in stages if s.name in NOTEBOOKS]
+    outputs: dict[str, dict] = {}
+    for number, stage in enumerate(available, 1):
+        params = {param: _upstream(outputs, stage, param, source, key)
+                  for param, (source, key) in stage.inputs.items()}
+        print(f"[pipeline {profile}] stage {number}/{len(available)}: {stage.name}", flush=True)
         start = time.perf_counter()
-        run = run_notebook(name, profile=profile, root=root, reuse=reuse)
+        run = run_notebook(stage.name, params, profile=profile, root=root, reuse=reuse)
         wall = time.perf_counter() - start
-        result.stages.append(StageResult(name, run.run_dir, run.reused, wall))
+        summary_path = run.run_dir / "summary.json"
+        outputs[stage.name] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        result.stages.append(StageResult(stage.name, run.run_dir, run.reused, wall))
         state = "reused finished run" if run.reused else f"done in {wall:.0f} s"
-        print(f"[pipeline {profile}] {name}: {state} -> {run.run_dir}", flush=True)
+        print(f"[pipeline {profile}] {stage.name}: {state} -> {run.run_dir}", flush=True)
     result.index = build_reports(reports_dir, root=root)
     print(f"[pipeline {profile}] reports: {result.index} ({result.wall_s:.0f} s in all)", flush=True)
     return result
+
+
+def _upstream(outputs: dict[str, dict], stage: Stage, param: str, source: str, key: str):
+    if source not in outputs:
+        raise RuntimeError(f"stage {stage.name} needs {param} from stage {source}, which has not run")
+    if key not in outputs[source]:
+        raise RuntimeError(f"stage {stage.name} needs {param} = {source}'s summary key {key!r}, "
+                           f"but {source} recorded only {sorted(outputs[source])}")
+    return outputs[source][key]

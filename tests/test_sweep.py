@@ -1,0 +1,49 @@
+import json
+
+import pytest
+import torch
+
+from workbench.config import for_profile
+from workbench.data.token_shards import CodecInfo, TokenizedUtterance, write_token_shards
+from workbench.scaling.sweep import SweepConfig, run_sweep, sweep_points
+
+
+@pytest.fixture
+def shards(tmp_path):
+    """Learnable synthetic tokens: each word maps to a fixed code pattern, so loss can fall."""
+    words = ["red", "green", "blue", "cat", "dog", "sun"]
+    generator = torch.Generator().manual_seed(0)
+    utterances = []
+    for i in range(60):
+        chosen = [words[j] for j in torch.randint(0, len(words), (4,), generator=generator).tolist()]
+        codes = torch.cat([torch.arange(5) + 5 * words.index(w) for w in chosen])
+        split = "valid" if i % 10 == 0 else "train"
+        utterances.append(TokenizedUtterance(f"u{i:03d}", "s", " ".join(chosen), split, codes))
+    write_token_shards(tmp_path / "shards", utterances, CodecInfo(codebook_size=32, frame_rate_hz=50, sample_rate=16000))
+    return tmp_path / "shards"
+
+
+def test_grid_has_deterministic_distinct_run_ids():
+    config = for_profile(SweepConfig, "cpu")
+    points = sweep_points(config)
+    assert len(points) == len(config.sizes) * len(config.token_budgets) >= 15
+    assert len({p.run_id for p in points}) == len(points)
+    assert [p.run_id for p in points] == [p.run_id for p in sweep_points(config)]
+
+
+def test_sweep_runs_points_and_relaunch_reuses_them(shards, workdirs):
+    config = for_profile(SweepConfig, "smoke")
+    first = run_sweep(config, shards, progress=False)
+    assert not first.failed and len(first.table) == 4 and first.n_reused == 0
+    table = first.table
+    assert (table["tokens_seen"] >= table["token_budget"]).all()
+    # more parameters -> more FLOPs at equal tokens; more tokens -> more FLOPs at equal size
+    for _, group in table.groupby("preset"):
+        assert group.sort_values("token_budget")["flops"].is_monotonic_increasing
+    # mark one point as interrupted: the relaunch reruns that one only
+    victim = workdirs / "runs" / "lm" / table["run_id"].iloc[0]
+    meta = json.loads((victim / "meta.json").read_text())
+    meta["status"] = "interrupted"
+    (victim / "meta.json").write_text(json.dumps(meta))
+    second = run_sweep(config, shards, progress=False)
+    assert second.n_reused == 3 and len(second.table) == 4 and not second.failed

@@ -1,0 +1,166 @@
+"""Train-time scaling sweeps: a grid of LM runs (model sizes x token budgets), run by an executor.
+
+Every point is an ordinary `lm` run with a deterministic run id (sweep name, size, budget and a
+hash of its config), so re-launching a sweep skips finished points, resumes interrupted ones from
+their last checkpoint, and never mixes points trained under different settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from workbench.config import config_hash, for_profile
+
+EXECUTORS = ("local", "inline", "slurm", "submitit-local")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A grid of LM runs. `grid="isoflop"` picks, for each compute budget in `flop_budgets`, the
+    token budget that spends it at each size (D = C / 6N), instead of the sizes x budgets product."""
+
+    name: str = "ladder"
+    sizes: tuple[str, ...] = ("cpu-0.1m", "cpu-0.3m", "cpu-1m", "cpu-3m", "cpu-7m")
+    token_budgets: tuple[int, ...] = (100_000, 200_000, 400_000)
+    grid: Literal["product", "isoflop"] = "product"
+    flop_budgets: tuple[float, ...] = ()
+    train_profile: str = "cpu"  # LMTrainConfig profile every point starts from
+    executor: Literal["local", "inline", "slurm", "submitit-local"] = "local"
+    max_workers: int = 2
+    memory_per_job_gb: float = 2.0
+    seed: int = 0
+
+    PROFILES: ClassVar[dict] = {
+        "smoke": {"sizes": ("cpu-0.1m", "cpu-0.3m"), "token_budgets": (3_000, 6_000),
+                  "train_profile": "smoke", "executor": "inline", "max_workers": 1},
+        "cpu": {},
+        "gpu-1b": {"sizes": ("llama-3.2-1b",), "token_budgets": (80_000_000_000,), "train_profile": "gpu-1b",
+                   "executor": "slurm", "max_workers": 64, "memory_per_job_gb": 200.0},
+        "gpu-3b": {"sizes": ("llama-3.2-1b", "llama-3.2-3b"), "token_budgets": (80_000_000_000,),
+                   "train_profile": "gpu-3b", "executor": "slurm", "max_workers": 64, "memory_per_job_gb": 400.0},
+        "gpu-8b": {"sizes": ("llama-3.2-1b", "llama-3.2-3b", "llama-3.1-8b"), "token_budgets": (80_000_000_000,),
+                   "train_profile": "gpu-8b", "executor": "slurm", "max_workers": 64, "memory_per_job_gb": 800.0},
+    }
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    run_id: str
+    preset: str
+    token_budget: int
+    train_config: Any  # LMTrainConfig
+
+
+@dataclass(frozen=True)
+class _PointJob:
+    """One picklable job for `workbench.executors.run_jobs`."""
+
+    train_config: Any
+    shards_dir: str
+    run_id: str
+    root: str | None
+
+
+@dataclass
+class SweepResult:
+    config: SweepConfig
+    table: Any  # pandas DataFrame, one row per point
+    failed: list[str] = field(default_factory=list)  # run ids with their errors, one per line
+    n_reused: int = 0
+
+
+def sweep_points(config: SweepConfig, n_params_of: Any = None) -> list[SweepPoint]:
+    """The grid as a list of points with deterministic run ids."""
+    from workbench.lm.train import LMTrainConfig
+
+    base = for_profile(LMTrainConfig, config.train_profile, seed=config.seed, progress=False)
+    pairs: list[tuple[str, int]]
+    if config.grid == "product":
+        pairs = [(size, budget) for size in config.sizes for budget in config.token_budgets]
+    else:
+        if not config.flop_budgets:
+            raise ValueError("grid='isoflop' needs flop_budgets")
+        if n_params_of is None:
+            raise ValueError("grid='isoflop' needs n_params_of(preset) to turn FLOPs into tokens")
+        pairs = [(size, int(flops / (6 * n_params_of(size)))) for flops in config.flop_budgets for size in config.sizes]
+    points = []
+    for size, budget in pairs:
+        train_config = dataclasses.replace(base, preset=size, token_budget=int(budget))
+        run_id = f"{config.name}-{size}-{budget}-{config_hash(train_config, 8)}"
+        points.append(SweepPoint(run_id=run_id, preset=size, token_budget=int(budget), train_config=train_config))
+    return points
+
+
+def _run_point(job: _PointJob) -> dict[str, Any]:
+    from workbench.lm.train import train_lm
+
+    result = train_lm(job.train_config, job.shards_dir, run_id=job.run_id, root=job.root)
+    return result.to_dict()
+
+
+def _finished_summary(run_dir: Path) -> dict[str, Any] | None:
+    meta_path, summary_path = run_dir / "meta.json", run_dir / "summary.json"
+    if not (meta_path.exists() and summary_path.exists()):
+        return None
+    if json.loads(meta_path.read_text()).get("status") != "finished":
+        return None
+    summary = json.loads(summary_path.read_text())
+    return summary if summary.get("completed", True) else None
+
+
+def run_sweep(config: SweepConfig, shards_dir: str | Path, *, root: str | Path | None = None,
+              progress: bool = True) -> SweepResult:
+    """Run every point not yet finished (resuming interrupted ones) and return the whole table."""
+    import pandas as pd
+
+    from workbench.executors import run_jobs
+    from workbench.runs import runs_root
+
+    base_root = runs_root(root)
+    points = sweep_points(config)
+    rows: dict[str, dict[str, Any]] = {}
+    todo: list[SweepPoint] = []
+    for point in points:
+        summary = _finished_summary(base_root / "lm" / point.run_id)
+        if summary is not None:
+            rows[point.run_id] = summary
+        else:
+            todo.append(point)
+    n_reused = len(rows)
+    if progress:
+        print(f"[sweep {config.name}] {len(points)} points: {n_reused} finished, {len(todo)} to run "
+              f"({config.executor}, up to {config.max_workers} at once)", flush=True)
+    jobs = [_PointJob(p.train_config, str(shards_dir), p.run_id, str(base_root)) for p in todo]
+    failed = []
+    if jobs:
+        # Biggest first: the longest jobs start early, so the pool is not left waiting on one.
+        order = sorted(range(len(jobs)), key=lambda i: -_cost(todo[i]))
+        results = run_jobs(_run_point, [jobs[i] for i in order], executor=config.executor,
+                           max_workers=config.max_workers, memory_per_job_gb=config.memory_per_job_gb,
+                           folder=str(base_root / "sweeps" / config.name / "submitit"))
+        for i, result in zip(order, results):
+            point = todo[i]
+            if result.ok:
+                rows[point.run_id] = result.value
+                if progress:
+                    print(f"[sweep {config.name}] done {point.preset} x {point.token_budget:,} tokens: "
+                          f"valid loss {result.value['final_valid_loss']:.4f} ({result.wall_time_s:.0f} s)", flush=True)
+            else:
+                failed.append(f"{point.run_id}: {result.error.strip().splitlines()[-1] if result.error else 'failed'}")
+    table = pd.DataFrame([{**rows[p.run_id], "run_id": p.run_id, "token_budget": p.token_budget}
+                          for p in points if p.run_id in rows])
+    if not table.empty:
+        table["compute"] = table["flops"]
+        table = table.sort_values(["n_params", "token_budget"]).reset_index(drop=True)
+    return SweepResult(config=config, table=table, failed=failed, n_reused=n_reused)
+
+
+def _cost(point: SweepPoint) -> float:
+    from workbench.lm.presets import get_preset
+
+    preset = get_preset(point.preset)
+    return preset.n_layers * preset.d_model**2 * point.token_budget
