@@ -243,3 +243,16 @@ def test_torchrun_two_processes_equals_gradient_accumulation(shards, tmp_path):
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-5, msg=name)
     assert json.loads((tmp_path / "lm" / "ddp" / "summary.json").read_text())["world_size"] == 2
+
+
+def test_init_from_checkpoint_starts_from_its_weights(shards, tmp_path):
+    source = train_lm(tiny_config(max_steps=3), shards, run_id="source", root=tmp_path)
+    # lr ~ 0: one step must leave the source weights in place (and reuse its tokenizer)
+    tuned = train_lm(tiny_config(max_steps=1, lr=1e-12, init_from=source.model_dir), shards,
+                     run_id="tuned", root=tmp_path)
+    a, b = _weights(source.model_dir), _weights(tuned.model_dir)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-8, msg=name)
+    fresh = _weights(train_lm(tiny_config(max_steps=1, lr=1e-12, seed=1), shards, run_id="fresh",
+                              root=tmp_path).model_dir)
+    assert max(float((fresh[n] - a[n]).abs().max()) for n in a) > 1e-3

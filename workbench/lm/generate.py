@@ -13,7 +13,7 @@ small or early models otherwise emit text tokens that no codec can decode.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
@@ -105,6 +105,9 @@ def generate_speech_tokens(model: Any, layout: TokenLayout, prompts: Sequence[To
     ids, mask = _left_pad(prompts, pad)
     context = int(getattr(model.config, "max_position_embeddings", 2048))
     max_new = sampling.max_new_tokens or max(1, context - ids.shape[1])
+    if sampling.temperature <= 0 and sampling.num_return_sequences > 1:
+        raise ValueError("greedy decoding (temperature 0) gives identical samples; "
+                         f"num_return_sequences={sampling.num_return_sequences} needs temperature > 0")
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
     greedy = sampling.temperature <= 0
@@ -231,7 +234,7 @@ def synthesize(model: Any, tokenizer: Any, layout: TokenLayout, text: str, *,
     ended = [True] * n
     tokens = [0] * n
     flops = [0.0] * n
-    one = SamplingConfig(**{**sampling.__dict__, "num_return_sequences": 1})
+    one = dataclasses.replace(sampling, num_return_sequences=1)
     for index, piece in enumerate(chunks):
         if prompt_codes is not None or index == 0:
             prompt = build_inference_prompt(tokenizer, layout, piece, prompt_text=prompt_text,

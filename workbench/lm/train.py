@@ -54,6 +54,7 @@ class LMTrainConfig:
         "cpu": dict(preset="cpu-1m", text_vocab_size=512, max_seq_len=1024, batch_size=8,
                     token_budget=1_000_000, lr=2e-3, eval_every=100, eval_batches=8,
                     checkpoint_every=200, log_every=10),
+        # gpu-*: 8 x 2048 x grad_accum tokens per GPU per step; on 8 GPUs about the paper's 2M.
         "gpu-1b": dict(preset="llama-3.2-1b", max_seq_len=2048, batch_size=8, grad_accum=16,
                        token_budget=2_000_000_000, lr=5e-5, eval_every=500, eval_batches=20,
                        checkpoint_every=1000, log_every=10),

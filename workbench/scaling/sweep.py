@@ -73,8 +73,18 @@ class SweepResult:
     n_reused: int = 0
 
 
-def sweep_points(config: SweepConfig, n_params_of: Any = None) -> list[SweepPoint]:
-    """The grid as a list of points with deterministic run ids."""
+def shards_key(shards_dir: str | Path) -> str:
+    """Short hash of a token-shard folder's index (codec, counts, shard names): points trained on
+    other tokens get other run ids, so a re-tokenised corpus is never mixed with old runs."""
+    import hashlib
+
+    from workbench.data.token_shards import INDEX_NAME
+
+    return hashlib.sha256((Path(shards_dir) / INDEX_NAME).read_bytes()).hexdigest()[:6]
+
+
+def sweep_points(config: SweepConfig, n_params_of: Any = None, data_key: str = "") -> list[SweepPoint]:
+    """The grid as a list of points with deterministic run ids (`data_key` names the tokens)."""
     from workbench.lm.train import LMTrainConfig
 
     base = for_profile(LMTrainConfig, config.train_profile, seed=config.seed, progress=False)
@@ -90,7 +100,7 @@ def sweep_points(config: SweepConfig, n_params_of: Any = None) -> list[SweepPoin
     points = []
     for size, budget in pairs:
         train_config = dataclasses.replace(base, preset=size, token_budget=int(budget))
-        run_id = f"{config.name}-{size}-{budget}-{config_hash(train_config, 8)}"
+        run_id = f"{config.name}-{size}-{budget}-{config_hash(train_config, 8)}{'-' + data_key if data_key else ''}"
         points.append(SweepPoint(run_id=run_id, preset=size, token_budget=int(budget), train_config=train_config))
     return points
 
@@ -121,7 +131,7 @@ def run_sweep(config: SweepConfig, shards_dir: str | Path, *, root: str | Path |
     from workbench.runs import runs_root
 
     base_root = runs_root(root)
-    points = sweep_points(config)
+    points = sweep_points(config, data_key=shards_key(shards_dir))
     rows: dict[str, dict[str, Any]] = {}
     todo: list[SweepPoint] = []
     for point in points:
