@@ -34,7 +34,7 @@ def test_grid_has_deterministic_distinct_run_ids():
 def test_sweep_runs_points_and_relaunch_reuses_them(shards, workdirs):
     config = for_profile(SweepConfig, "smoke")
     first = run_sweep(config, shards, progress=False)
-    assert not first.failed and len(first.table) == 4 and first.n_reused == 0
+    assert not first.failed and len(first.table) == 6 and first.n_reused == 0
     table = first.table
     assert (table["tokens_seen"] >= table["token_budget"]).all()
     # more parameters -> more FLOPs at equal tokens; more tokens -> more FLOPs at equal size
@@ -46,4 +46,4 @@ def test_sweep_runs_points_and_relaunch_reuses_them(shards, workdirs):
     meta["status"] = "interrupted"
     (victim / "meta.json").write_text(json.dumps(meta))
     second = run_sweep(config, shards, progress=False)
-    assert second.n_reused == 3 and len(second.table) == 4 and not second.failed
+    assert second.n_reused == 5 and len(second.table) == 6 and not second.failed

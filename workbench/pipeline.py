@@ -26,7 +26,11 @@ class Stage:
     inputs: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
-STAGES: tuple[Stage, ...] = (Stage("00_data"),)
+STAGES: tuple[Stage, ...] = (
+    Stage("00_data"),
+    Stage("10_codec"),
+    Stage("20_lm_scaling", {"tokens_dir": ("10_codec", "tokens_dir"), "codec": ("10_codec", "codec")}),
+)
 
 
 @dataclass

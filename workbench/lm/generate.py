@@ -111,7 +111,9 @@ def generate_speech_tokens(model: Any, layout: TokenLayout, prompts: Sequence[To
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
     greedy = sampling.temperature <= 0
-    kwargs: dict[str, Any] = dict(do_sample=not greedy, max_new_tokens=max_new,
+    # max_length=None: the saved generation_config carries the training context as max_length, and
+    # transformers warns when both limits are set; max_new_tokens is the one that applies here.
+    kwargs: dict[str, Any] = dict(do_sample=not greedy, max_new_tokens=max_new, max_length=None,
                                   num_return_sequences=sampling.num_return_sequences,
                                   eos_token_id=end, pad_token_id=pad,
                                   repetition_penalty=sampling.repetition_penalty)

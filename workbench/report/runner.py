@@ -92,12 +92,13 @@ def run_notebook(name: str, params: dict[str, Any] | None = None, profile: str =
                 os.environ.pop("WORKBENCH_RUN_DIR", None)
             else:
                 os.environ["WORKBENCH_RUN_DIR"] = env_before
-        html_path = None
-        if export:
-            from workbench.report.html import export_html
+    # Rendered after the run is marked finished, so the report's banner shows its final status.
+    html_path = None
+    if export:
+        from workbench.report.html import export_html
 
-            html_path = export_html(output, run.dir / "report.html")
-        return NotebookRun(spec.name, run.dir, output, html_path)
+        html_path = export_html(output, run.dir / "report.html")
+    return NotebookRun(spec.name, run.dir, output, html_path)
 
 
 def _export_quietly(notebook: Path, html: Path) -> None:

@@ -33,10 +33,16 @@ class SweepConfig:
     max_workers: int = 2
     memory_per_job_gb: float = 2.0
     seed: int = 0
+    # Inputs and outputs of the 20_lm_scaling notebook (not part of any run's identity):
+    tokens_dir: str = ""  # token shards from codec tokenisation (the pipeline passes them)
+    codec: str = ""  # codec that made them, to listen to each size's samples
+    n_bootstrap: int = 100  # bootstrap resamples for the fits' confidence bands
+    n_listen: int = 2  # held-out sentences synthesised by every model size
 
     PROFILES: ClassVar[dict] = {
-        "smoke": {"sizes": ("cpu-0.1m", "cpu-0.3m"), "token_budgets": (3_000, 6_000),
-                  "train_profile": "smoke", "executor": "inline", "max_workers": 1},
+        "smoke": {"sizes": ("cpu-0.1m", "cpu-0.3m"), "token_budgets": (2_000, 4_000, 8_000),
+                  "train_profile": "smoke", "executor": "inline", "max_workers": 1,
+                  "n_bootstrap": 10, "n_listen": 1},
         "cpu": {},
         "gpu-1b": {"sizes": ("llama-3.2-1b",), "token_budgets": (80_000_000_000,), "train_profile": "gpu-1b",
                    "executor": "slurm", "max_workers": 64, "memory_per_job_gb": 200.0},
