@@ -122,3 +122,35 @@ def test_evaluate_codec_on_a_transparent_codec(tmp_path):
                 "codebook_perplexity", "bitrate_bps", "rtf_encode", "rtf_decode", "n_utterances"):
         assert f'"{key}"' in saved
     assert len(list((tmp_path / "audio").glob("*.wav"))) == 6
+
+
+def test_verifier_hook_adds_wer_and_similarity(tmp_path):
+    """The optional hook reads workbench.verifiers lazily: ASR verifiers give WER of original and
+    resynthesis, speaker verifiers the similarity of resynthesis to original."""
+    import workbench.verifiers as V
+    from workbench.codec.evaluate import evaluate_codec
+    from workbench.verifiers.base import VerifierResult
+
+    class FakeASR:
+        name, score_range = "codec-test-asr", (0.0, 1.0)
+
+        def evaluate(self, audios, sample_rate, texts=None, prompts=None):
+            return [VerifierResult(self.name, 0.75, 0.25, transcript="x") for _ in audios]
+
+    class FakeSpeaker:
+        name, score_range = "codec-test-spk", (-1.0, 1.0)
+
+        def similarity(self, a, b, sample_rate):
+            return 0.9
+
+        def evaluate(self, audios, sample_rate, texts=None, prompts=None):
+            return [VerifierResult(self.name, 0.9, 0.9) for _ in audios]
+
+    for name, factory in (("codec-test-asr", FakeASR), ("codec-test-spk", FakeSpeaker)):
+        if name not in V.available():
+            V.register(name)(factory)
+    result = evaluate_codec(MuLawCodec(), KATHLEEN, split="test", max_utterances=2,
+                            verifiers=["codec-test-asr", "codec-test-spk"])
+    assert result.wer_original == 0.25 and result.wer_resynth == 0.25
+    assert result.sim_resynth == pytest.approx(0.9)
+    assert result.verifier_raw["codec-test-asr"]["kind"] == "asr"

@@ -9,9 +9,12 @@ Profiles (see `workbench.config.for_profile`):
   ~3 held-out minutes are ~9k frames, so 65,536 codes could be at most ~14 % used on held-out
   data and most of them would never get a gradient in 15 minutes of training. (8,5,5,5) is the
   FSQ paper's recommended level set near 2^10 (Mentzer et al. 2023, Table 1). The GAN is off in
-  this profile by default: measured on this machine, the discriminators roughly double step
-  time, and in a 15-minute budget more mel-loss steps improved STOI/PESQ more than adversarial
-  steps did (see the issue note).
+  this profile by default: with the discriminators on, a training step measured 3.6x slower
+  (benchmarks/codec_speed.py: 1.5 vs 0.42 steps/s, 1 thread), i.e. ~375 instead of ~1,360 steps
+  in 15 minutes, and the mel-only codec is still far from converged at that point. Measured result
+  of this profile (1,182 steps in 14 min, run ``runs/codec/cpu-kathleen``): Kathleen test STOI
+  0.67, PESQ-WB 1.08, code perplexity 34 of 1,000 (usage 0.21); the under-used codebook is the
+  main limit (see the issue note).
 - ``gpu-1b`` (and the other gpu-* names): the paper's shape: [4]*8 FSQ, 1024-wide 12-layer
   Transformer decoder, GAN on after a warm-up, semantic teacher when a path is given.
 """
@@ -98,7 +101,7 @@ class CodecConfig:
             decoder_dropout=0.0, encoder_anti_alias=False,
             mel_n_ffts=(128, 256, 512, 1024, 2048), mel_n_mels=(20, 40, 80, 80, 80),
             use_gan=False, disc_warmup_steps=2000, disc_channels=8,
-            learning_rate=2e-3, disc_learning_rate=2e-4, warmup_steps=100, batch_size=8,
+            learning_rate=1e-3, disc_learning_rate=2e-4, warmup_steps=100, batch_size=8,
             segment_s=1.0, max_steps=2000, max_train_wall_s=14 * 60.0,
             eval_every=400, checkpoint_every=200, log_every=20, n_eval_utterances=8,
             # one thread: on the shared, oversubscribed 2 cores a 2-thread step measured 3-6x

@@ -13,7 +13,7 @@ What comes from the reference implementation (transformers' ``Xcodec2Model``) an
   2x anti-aliasing resampling, which costs most of the CPU time of a small model.
   ``encoder_anti_alias=True`` (the gpu default) uses the reference's anti-aliased activation.
   The activation itself is the reference ``Xcodec2SnakeBeta``.
-- Quantiser: vector-quantize-pytorch's ``FSQ`` (one codebook, levels from the config, no
+- Quantiser: a LayerNorm (see `CodecModel`), then vector-quantize-pytorch's ``FSQ`` (one codebook, levels from the config, no
   commitment loss), which is what X-codec2's training code used; the reference's FSQ is a copy of
   it for inference with the same index layout (first level varies fastest).
 - Semantic branch (optional): a frozen pretrained speech encoder loaded through transformers
@@ -134,6 +134,12 @@ class AcousticEncoder(nn.Module):
         layers += [_activation(width, config.encoder_anti_alias),
                    nn.Conv1d(width, config.latent_dim, 3, padding=1)]
         self.net = nn.Sequential(*layers)
+        # Zero biases at init: speech enters at ~0.03 RMS, and PyTorch's default bias init
+        # (~U(-0.4, 0.4) for the first conv) otherwise swamps it, so the initial encoder output
+        # is nearly the same vector for every frame and all frames get one code (measured).
+        for module in self.modules():
+            if isinstance(module, nn.Conv1d) and module.bias is not None:
+                nn.init.zeros_(module.bias)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return self.net(wav)
@@ -269,7 +275,15 @@ class CodecModel(nn.Module):
             self.semantic_adapter = _reference().Xcodec2SemanticAdapter(reference_config(config, semantic_dim))
             self.fc_encoder = nn.Linear(config.latent_dim + semantic_dim, config.latent_dim)
             self.semantic_head = nn.Linear(config.latent_dim, semantic_dim)
+        # LayerNorm fixes the scale entering FSQ's projection. Without it, the encoder output of a
+        # small model starts ~100x narrower than one FSQ bin (every frame gets the same code), and
+        # Adam then drives the projection into tanh saturation (measured: 1 code of 1,000 used
+        # after 150 steps at lr 2e-3). With it, codes are spread over the bins from step 0.
+        self.pre_quant_norm = nn.LayerNorm(config.latent_dim)
         self.quantizer = FSQ(levels=list(config.fsq_levels), dim=config.latent_dim)
+        # spread the initial projections over several bins per dimension (std ~0.6 instead of ~0.15)
+        with torch.no_grad():
+            self.quantizer.project_in.weight.mul_(4.0)
         self.decoder = VocosDecoder(config)
 
     @property
@@ -295,7 +309,7 @@ class CodecModel(nn.Module):
             semantic_target = self.teacher(wav[:, 0], features.shape[1])
             semantic = self.semantic_adapter(semantic_target.transpose(1, 2)).transpose(1, 2)
             features = self.fc_encoder(torch.cat([semantic, features], dim=-1))
-        latents, codes = self.quantizer(features)
+        latents, codes = self.quantizer(self.pre_quant_norm(features))
         return CodecEncoding(codes=codes.long(), latents=latents, semantic_target=semantic_target)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
