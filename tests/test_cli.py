@@ -6,7 +6,8 @@ import pytest
 from workbench.cli import build_parser, main
 
 SUBCOMMANDS = [["data"], ["data", "prepare"], ["data", "synth"], ["data", "list"], ["run"], ["report"],
-               ["pipeline"], ["runs"]]
+               ["pipeline"], ["runs"], ["codec"], ["codec", "train"], ["codec", "eval"], ["codec", "tokenize"],
+               ["lm"], ["lm", "train"], ["lm", "sweep"]]
 
 
 def test_help_lists_subcommands():
@@ -41,3 +42,26 @@ def test_missing_corpus_is_a_clear_error(workdirs, capsys, monkeypatch, tmp_path
     monkeypatch.setenv("WORKBENCH_DATA_MIRROR", str(tmp_path / "nowhere"))
     assert main(["data", "prepare", "--corpus", "libritts"]) == 2
     assert "Looked in" in capsys.readouterr().err
+
+
+def test_codec_eval_writes_json_with_required_keys(workdirs, tmp_path, mirror, capsys):
+    """The issue's contract: `workbench codec eval CODEC --data DIR --json OUT` on a transcripts.tsv folder."""
+    import json
+
+    from workbench.codec import CodecConfig, train_codec
+    from workbench.config import for_profile
+
+    result = train_codec(for_profile(CodecConfig, "smoke"), mirror / "vctk", progress=False)
+    out = tmp_path / "eval.json"
+    assert main(["codec", "eval", str(result.run_dir), "--data", str(mirror / "vctk"), "--json", str(out),
+                 "--max-utterances", "2"]) == 0
+    metrics = json.loads(out.read_text())
+    for key in ("stoi", "pesq_wb", "pesq_nb", "mel_distance", "si_sdr", "codebook_usage", "codebook_perplexity",
+                "bitrate_bps", "rtf_encode", "rtf_decode", "n_utterances"):
+        assert key in metrics, key
+    assert metrics["n_utterances"] == 2 and 0 <= metrics["codebook_usage"] <= 1
+
+
+def test_set_override_is_validated(capsys, tmp_path):
+    assert main(["lm", "train", str(tmp_path), "--profile", "smoke", "--set", "token_budgt=5"]) == 2
+    assert "did you mean 'token_budget'" in capsys.readouterr().err

@@ -83,6 +83,86 @@ def cmd_data_list(args: argparse.Namespace) -> int:  # noqa: ARG001
     return 0
 
 
+# ---------------------------------------------------------------------------- codec
+def _overrides(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """`--set key=value` pairs; values parsed as YAML (validated later by from_params)."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE")
+        out[key.strip()] = _parse_value(value)
+    return out
+
+
+def cmd_codec_train(args: argparse.Namespace) -> int:
+    from workbench.codec import CodecConfig, train_codec
+    from workbench.config import for_profile
+
+    config = for_profile(CodecConfig, args.profile, **_overrides(args.set))
+    result = train_codec(config, args.data, run_id=args.run_id)
+    print(f"codec: {result.codec_path} ({result.steps} steps) run: {result.run_dir}")
+    return 0
+
+
+def cmd_codec_eval(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from workbench.codec import evaluate_codec, load_codec
+
+    codec = load_codec(args.codec)
+    verifiers = tuple(v for v in (args.verifiers or "").split(",") if v)
+    result = evaluate_codec(codec, args.data, split=args.split or None, max_utterances=args.max_utterances,
+                            verifiers=verifiers, progress=True)
+    headline = result.headline()
+    if args.json:
+        from workbench.atomic import atomic_write_json
+
+        atomic_write_json(args.json, {**headline, "verifier_raw": result.verifier_raw,
+                                      "utterances": [dataclasses.asdict(u) for u in result.utterances]})
+        print(f"wrote {args.json}")
+    print(json.dumps({k: v for k, v in headline.items() if isinstance(v, (int, float))}, indent=1))
+    return 0
+
+
+def cmd_codec_tokenize(args: argparse.Namespace) -> int:
+    from workbench.codec import load_codec, tokenize_corpus
+
+    codec = load_codec(args.codec)
+    index = tokenize_corpus(codec, args.data, args.out, batch_size=args.batch_size, codec_id=str(args.codec),
+                            progress=True)
+    print(f"{index.n_utterances} utterances, {index.n_frames:,} frames in {len(index.shards)} shards -> {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- LM
+def cmd_lm_train(args: argparse.Namespace) -> int:
+    from workbench.config import for_profile
+    from workbench.lm.train import LMTrainConfig, train_lm
+
+    config = for_profile(LMTrainConfig, args.profile, **_overrides(args.set))
+    result = train_lm(config, args.shards, run_id=args.run_id)
+    print(f"model: {result.model_dir}  valid loss {result.final_valid_loss:.4f}  "
+          f"{result.tokens_seen:,} tokens  {result.flops:.3g} FLOPs  run: {result.run_dir}")
+    return 0
+
+
+def cmd_lm_sweep(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from workbench.config import for_profile
+    from workbench.scaling.sweep import SweepConfig, run_sweep
+
+    config = for_profile(SweepConfig, args.profile, **_overrides(args.set))
+    result = run_sweep(config, args.shards)
+    columns = ["preset", "n_params", "tokens_seen", "flops", "final_valid_loss", "wall_s"]
+    with pd.option_context("display.width", 160):
+        print(result.table[columns].to_string(index=False) if not result.table.empty else "no finished points")
+    for failure in result.failed:
+        print(f"failed: {failure}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
 # ---------------------------------------------------------------------------- notebooks, reports
 def cmd_run(args: argparse.Namespace) -> int:
     from workbench.report.runner import NotebookFailed, run_notebook
@@ -157,6 +237,43 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(func=cmd_data_synth)
     listing = data_sub.add_parser("list", help="list registered corpora with origin and licence")
     listing.set_defaults(func=cmd_data_list)
+
+    codec = sub.add_parser("codec", help="train, evaluate and use a speech codec")
+    codec_sub = codec.add_subparsers(dest="codec_command", required=True, metavar="SUBCOMMAND")
+    train = codec_sub.add_parser("train", help="train a codec on a prepared corpus (resumable with --run-id)")
+    train.add_argument("--data", type=Path, required=True, help="prepared corpus folder (manifest.jsonl) or transcripts.tsv folder")
+    train.add_argument("--run-id", help="reuse this id to resume an interrupted run")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a CodecConfig field")
+    _profile_arg(train)
+    train.set_defaults(func=cmd_codec_train)
+    evaluate = codec_sub.add_parser("eval", help="STOI, PESQ, mel distance, SI-SDR, codebook use, RTF (+ WER/SIM with --verifiers)")
+    evaluate.add_argument("codec", help="workbench run dir, codec.pt, or X-codec2 folder / hub id")
+    evaluate.add_argument("--data", type=Path, required=True, help="folder in the transcripts.tsv layout, or a prepared corpus")
+    evaluate.add_argument("--json", type=Path, help="write every metric (and per-utterance values) here")
+    evaluate.add_argument("--split", default="", help="only this split of a prepared corpus (default: all)")
+    evaluate.add_argument("--max-utterances", type=int)
+    evaluate.add_argument("--verifiers", help="comma-separated, e.g. pocketsphinx,resemblyzer")
+    evaluate.set_defaults(func=cmd_codec_eval)
+    tokenize = codec_sub.add_parser("tokenize", help="encode a prepared corpus into token shards for the LM (resumable)")
+    tokenize.add_argument("codec")
+    tokenize.add_argument("--data", type=Path, required=True)
+    tokenize.add_argument("--out", type=Path, required=True)
+    tokenize.add_argument("--batch-size", type=int, default=16)
+    tokenize.set_defaults(func=cmd_codec_tokenize)
+
+    lm = sub.add_parser("lm", help="train a Llama TTS model, or a sweep of them")
+    lm_sub = lm.add_subparsers(dest="lm_command", required=True, metavar="SUBCOMMAND")
+    lm_train = lm_sub.add_parser("train", help="train one LM on token shards (resumable with --run-id)")
+    lm_train.add_argument("shards", type=Path)
+    lm_train.add_argument("--run-id")
+    lm_train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override an LMTrainConfig field")
+    _profile_arg(lm_train)
+    lm_train.set_defaults(func=cmd_lm_train)
+    sweep = lm_sub.add_parser("sweep", help="sizes x token budgets; a relaunch skips finished points")
+    sweep.add_argument("shards", type=Path)
+    sweep.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a SweepConfig field, e.g. executor=slurm")
+    _profile_arg(sweep)
+    sweep.set_defaults(func=cmd_lm_sweep)
 
     run = sub.add_parser("run", help="execute a notebook headlessly (Papermill) into a run directory")
     run.add_argument("notebook", help="name (00_data) or path of a notebook in notebooks/")
