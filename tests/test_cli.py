@@ -7,7 +7,7 @@ from workbench.cli import build_parser, main
 
 SUBCOMMANDS = [["data"], ["data", "prepare"], ["data", "synth"], ["data", "list"], ["run"], ["report"],
                ["pipeline"], ["runs"], ["codec"], ["codec", "train"], ["codec", "eval"], ["codec", "tokenize"],
-               ["lm"], ["lm", "train"], ["lm", "sweep"]]
+               ["lm"], ["lm", "train"], ["lm", "sweep"], ["search"], ["search", "ablate"]]
 
 
 def test_help_lists_subcommands():

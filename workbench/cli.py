@@ -163,6 +163,12 @@ def cmd_lm_sweep(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def cmd_search_ablate(args: argparse.Namespace) -> int:
+    from workbench.search.ablate import run_from_args
+
+    return run_from_args(args)
+
+
 # ---------------------------------------------------------------------------- notebooks, reports
 def cmd_run(args: argparse.Namespace) -> int:
     from workbench.report.runner import NotebookFailed, run_notebook
@@ -274,6 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a SweepConfig field, e.g. executor=slurm")
     _profile_arg(sweep)
     sweep.set_defaults(func=cmd_lm_sweep)
+
+    search = sub.add_parser("search", help="inference-time search ablations")
+    search_sub = search.add_subparsers(dest="search_command", required=True, metavar="SUBCOMMAND")
+    from workbench.search.ablate import build_parser as build_ablate_parser
+
+    ablate = build_ablate_parser(search_sub.add_parser(
+        "ablate", help="strategies x budgets x verifiers over held-out sentences (resumable with --run-id)"))
+    ablate.set_defaults(func=cmd_search_ablate)
 
     run = sub.add_parser("run", help="execute a notebook headlessly (Papermill) into a run directory")
     run.add_argument("notebook", help="name (00_data) or path of a notebook in notebooks/")

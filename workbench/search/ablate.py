@@ -554,10 +554,14 @@ _CONFIG_ARGS = ("lm_path", "codec_path", "corpus", "split", "n_sentences", "stra
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return run_from_args(build_parser().parse_args(argv))
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the ablation that parsed options (from `build_parser`) describe."""
     from workbench.config import for_profile
     from workbench.search.preferences import export_preferences
 
-    args = build_parser().parse_args(argv)
     overrides = {k: getattr(args, k) for k in _CONFIG_ARGS if getattr(args, k) is not None}
     for key in ("strategies", "budgets", "search_verifiers", "check_verifiers"):
         if key in overrides:
