@@ -64,7 +64,11 @@ def run_pipeline(profile: str = "cpu", *, stages: tuple[Stage, ...] = STAGES, re
     for number, stage in enumerate(available, 1):
         params = {param: _upstream(outputs, stage, param, source, key)
                   for param, (source, key) in stage.inputs.items()}
-        print(f"[pipeline {profile}] stage {number}/{len(available)}: {stage.name}", flush=True)
+        estimate = previous_wall_s(stage.name, profile, root)
+        hint = f", last time {estimate / 60:.1f} min" if estimate else ""
+        elapsed = sum(s.wall_s for s in result.stages)
+        print(f"[pipeline {profile}] stage {number}/{len(available)}: {stage.name} "
+              f"(elapsed {elapsed / 60:.1f} min{hint})", flush=True)
         start = time.perf_counter()
         run = run_notebook(stage.name, params, profile=profile, root=root, reuse=reuse)
         wall = time.perf_counter() - start
@@ -76,6 +80,20 @@ def run_pipeline(profile: str = "cpu", *, stages: tuple[Stage, ...] = STAGES, re
     result.index = build_reports(reports_dir, root=root)
     print(f"[pipeline {profile}] reports: {result.index} ({result.wall_s:.0f} s in all)", flush=True)
     return result
+
+
+def previous_wall_s(name: str, profile: str, root: str | Path | None = None) -> float | None:
+    """Wall time of the latest finished run of notebook `name` on `profile` (the estimate shown)."""
+    import datetime as dt
+
+    from workbench.runs import find_runs
+
+    for run_dir in reversed(find_runs("notebooks", root=root, status="finished")):
+        meta = json.loads((run_dir / "meta.json").read_text())
+        if meta.get("notebook") == name and meta.get("profile") == profile and meta.get("end_time"):
+            start, end = (dt.datetime.fromisoformat(meta[k]) for k in ("start_time", "end_time"))
+            return (end - start).total_seconds()
+    return None
 
 
 def _upstream(outputs: dict[str, dict], stage: Stage, param: str, source: str, key: str):
