@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
+# Cores that wait actively for OpenMP work starve the other process on a shared 2-core machine.
+export OMP_WAIT_POLICY ?= PASSIVE
 export WORKBENCH_DATA_MIRROR ?= $(abspath ../shared/data)
 PROFILE ?= cpu
 

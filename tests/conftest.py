@@ -12,6 +12,7 @@ MIRROR = Path(os.environ.get("WORKBENCH_DATA_MIRROR") or REPO.parent / "shared" 
 os.environ.setdefault("WORKBENCH_DATA_MIRROR", str(MIRROR))
 # Two cores: one intra-op thread per test process keeps timings predictable.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads starve the other core
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ def test_profiles_have_the_paper_rates():
         assert config.sample_rate == 16000 and config.hop_length == 320
         assert config.frame_rate_hz == 50.0 and config.n_fft == 1280
     assert for_profile(CodecConfig, "gpu-1b").codebook_size == 65536
-    assert for_profile(CodecConfig, "cpu").codebook_size == 1000
+    assert for_profile(CodecConfig, "cpu").codebook_size == 625
 
 
 @pytest.mark.parametrize("n_samples", [16000, 15999, 16001, 320])
@@ -149,3 +149,55 @@ def test_overfits_one_batch():
         optimiser.step()
         losses.append(loss.item())
     assert min(losses[-5:]) < 0.6 * losses[0], losses[::10]
+
+
+def test_fsq_values_round_to_the_codes():
+    """`fsq_values` is FSQ's bound before rounding: rounding it gives back the code index."""
+    torch.manual_seed(0)
+    config = tiny_config(fsq_levels=(8, 5, 3))
+    model = build_model(config).eval()
+    with torch.no_grad():
+        encoding = model.encode(torch.randn(2, 1, 6400) * 0.1)
+    levels = torch.tensor(config.fsq_levels)
+    basis = torch.cumprod(torch.cat([torch.ones(1, dtype=torch.long), levels[:-1]]), 0)
+    digits = encoding.fsq_values.round().long() + levels // 2
+    assert ((digits >= 0) & (digits < levels)).all()
+    assert torch.equal((digits * basis).sum(-1), encoding.codes)
+
+
+def test_codebook_entropy_loss_is_zero_when_spread_and_one_when_collapsed():
+    from workbench.codec.losses import codebook_entropy_loss, fsq_code_probabilities
+
+    levels = (4, 3)
+    # every code centre once: (k0 - 2, k1 - 1)
+    grid = torch.tensor([[k0 - 2.0, k1 - 1.0] for k1 in range(3) for k0 in range(4)])
+    probs = fsq_code_probabilities(grid, levels, temperature=0.05)
+    assert probs.shape == (12, 12)
+    assert torch.allclose(probs.sum(-1), torch.ones(12))
+    assert codebook_entropy_loss(grid, levels, temperature=0.05).item() < 1e-3
+    collapsed = torch.zeros(12, 2)
+    assert codebook_entropy_loss(collapsed, levels, temperature=0.05).item() > 0.99
+    # half the frames on one code: entropy log(2)-ish of log(12) -> loss in between
+    half = torch.cat([grid[:6], torch.zeros(6, 2)])
+    assert 0.1 < codebook_entropy_loss(half, levels, temperature=0.05).item() < 0.6
+    # the gradient pushes a crowded frame sitting near a boundary toward the unused side
+    values = torch.tensor([[0.0, 0.0]] * 7 + [[0.4, 0.0]], requires_grad=True)
+    codebook_entropy_loss(values, levels, temperature=0.3).backward()
+    assert values.grad[-1, 0] < 0  # descent increases the value: toward the empty code at +1
+    with pytest.raises(ValueError, match="dimensions"):
+        codebook_entropy_loss(torch.zeros(4, 3), levels)
+
+
+def test_multi_resolution_stft_loss_orders_distortions():
+    from workbench.codec.losses import MultiResolutionSTFTLoss
+
+    torch.manual_seed(0)
+    loss = MultiResolutionSTFTLoss((256, 512))
+    t = torch.arange(8000) / 16000
+    clean = (0.3 * torch.sin(2 * math.pi * 440 * t)).view(1, 1, -1)
+    assert loss(clean, clean).item() < 1e-6
+    slightly = loss(clean + 0.003 * torch.randn_like(clean), clean).item()
+    badly = loss(clean + 0.1 * torch.randn_like(clean), clean).item()
+    assert 0 < slightly < badly
+    # spectral convergence alone of silence against the tone is 1 per resolution
+    assert loss(torch.zeros_like(clean), clean).item() > 1.0

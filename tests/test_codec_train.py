@@ -106,3 +106,33 @@ def test_missing_data_fails_loudly(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="manifest.jsonl"):
         train_codec(tiny(), tmp_path, root=tmp_path / "runs", progress=False)
+
+
+def test_wall_time_schedule_completes_the_cosine_at_the_cap():
+    from workbench.codec.train import lr_lambda
+
+    by_steps = lr_lambda(10, 1000, 0.1)
+    assert by_steps(4) == pytest.approx(0.5)
+    assert by_steps(505) == pytest.approx(0.55)  # half way: (1 + 0.1) / 2
+    assert by_steps(2000) == pytest.approx(0.1)
+    spent = {"fraction": 0.0}
+    by_wall = lr_lambda(10, 1000, 0.1, wall_fraction=lambda: spent["fraction"])
+    assert by_wall(4) == pytest.approx(0.5)  # warm-up stays in steps
+    assert by_wall(20) == pytest.approx(by_steps(20))  # steps ahead of the clock: steps rule
+    spent["fraction"] = 0.5
+    assert by_wall(20) == pytest.approx(0.55)  # clock ahead: half the cap spent, half the cosine
+    spent["fraction"] = 1.3
+    assert by_wall(20) == pytest.approx(0.1)
+
+
+def test_regularised_training_logs_its_losses(tmp_path):
+    config = tiny(code_entropy_weight=1.0, stft_loss_weight=1.0, stft_n_ffts=(128, 256),
+                  schedule_on_wall_time=True, max_train_wall_s=600.0)
+    from workbench.codec.train import train_codec
+
+    result = train_codec(config, make_corpus(tmp_path / "corpus"), run_id="reg", root=tmp_path / "runs",
+                         progress=False)
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in rows if "code_entropy_loss" in r]
+    assert logged and all(0.0 <= r["code_entropy_loss"] <= 1.0 for r in logged)
+    assert all(r["stft_loss"] > 0 for r in logged)

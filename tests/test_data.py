@@ -159,3 +159,10 @@ def test_manifest_without_audio_column_names_accepted_columns(tmp_path):
     (tmp_path / "m.tsv").write_text("name\ttext\nx\thello\n")
     with pytest.raises(ValueError, match="no audio path column"):
         list(read_corpus(tmp_path / "m.tsv"))
+
+
+def test_non_unique_ids_fall_back_to_paths(mirror):
+    """FSDD's id column holds the digit; every clip must still be its own utterance."""
+    utterances = list(read_corpus(mirror / "fsdd"))
+    assert len(utterances) == 3000 and len({u.utterance_id for u in utterances}) == 3000
+    assert utterances[0].utterance_id == "recordings_0_george_0" and utterances[0].text == "zero"

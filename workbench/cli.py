@@ -49,27 +49,9 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    import os
+    from workbench.verifiers.setup import prepare_synth
 
-    from workbench.config import for_profile
-    from workbench.data.prepare import DataConfig, data_root, prepare_corpus
-    from workbench.data.synth import SynthConfig, synth_corpus
-
-    overrides = {k: v for k, v in (("n_speakers", args.n_speakers), ("n_sentences", args.n_sentences)) if v is not None}
-    config = for_profile(SynthConfig, "cpu" if args.profile not in SynthConfig.PROFILES else args.profile, **overrides)
-    sentences = args.sentences
-    if sentences is None:
-        mirror = os.environ.get("WORKBENCH_DATA_MIRROR")
-        if not mirror:
-            raise FileNotFoundError("no --sentences given and WORKBENCH_DATA_MIRROR is not set "
-                                    "(the default is <mirror>/cmu_arctic/cmuarctic.data)")
-        sentences = Path(mirror) / "cmu_arctic" / "cmuarctic.data"
-    raw_dir = data_root(args.data_dir) / "raw" / f"synth-{config.n_speakers}x{config.n_sentences}"
-    utterances = synth_corpus(config, raw_dir, sentences)
-    print(f"synthesised {len(utterances)} utterances from {config.n_speakers} voices -> {raw_dir}")
-    data_config = for_profile(DataConfig, "cpu", corpus="synth", source=str(raw_dir),
-                              n_test_speakers=max(1, config.n_speakers // 6))
-    report = prepare_corpus(data_config, root=args.data_dir)
+    report = prepare_synth(args.profile, sentences=args.sentences, data_dir=args.data_dir, progress=True)
     print(report.summary_line())
     return 0
 
@@ -235,8 +217,6 @@ def build_parser() -> argparse.ArgumentParser:
     _profile_arg(prepare)
     prepare.set_defaults(func=cmd_data_prepare)
     synth = data_sub.add_parser("synth", help="synthesise a deterministic multi-speaker corpus with espeak-ng and prepare it")
-    synth.add_argument("--n-speakers", type=int)
-    synth.add_argument("--n-sentences", type=int, help="sentences per speaker")
     synth.add_argument("--sentences", type=Path, help="CMU ARCTIC .data file or one sentence per line")
     synth.add_argument("--data-dir", type=Path)
     _profile_arg(synth)

@@ -30,7 +30,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("00_data"),
     Stage("10_codec"),
     Stage("20_lm_scaling", {"tokens_dir": ("10_codec", "tokens_dir"), "codec": ("10_codec", "codec")}),
-    Stage("30_search", {"lm_path": ("20_lm_scaling", "best_lm"), "codec_path": ("10_codec", "codec")}),
+    Stage("30_search", {"lm_path": ("20_lm_scaling", "best_lm"), "codec_path": ("10_codec", "codec"),
+                        "corpus": ("00_data", "dataset")}),
 )
 
 

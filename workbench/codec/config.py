@@ -4,17 +4,50 @@ Profiles (see `workbench.config.for_profile`):
 
 - ``smoke``: a few seconds on a CPU; tiny widths, a few steps. Checks plumbing, not quality.
 - ``cpu``: the real 2-core run on Kathleen (16 kHz, 50 tokens/s, one FSQ codebook), at most
-  15 minutes of training wall time. The codebook is FSQ levels (8, 5, 5, 5) = 1,000 codes rather
-  than the paper's [4]*8 = 65,536: Kathleen's ~52 training minutes are ~156k frames, and the
-  ~3 held-out minutes are ~9k frames, so 65,536 codes could be at most ~14 % used on held-out
-  data and most of them would never get a gradient in 15 minutes of training. (8,5,5,5) is the
-  FSQ paper's recommended level set near 2^10 (Mentzer et al. 2023, Table 1). The GAN is off in
-  this profile by default: with the discriminators on, a training step measured 3.6x slower
-  (benchmarks/codec_speed.py: 1.5 vs 0.42 steps/s, 1 thread), i.e. ~375 instead of ~1,360 steps
-  in 15 minutes, and the mel-only codec is still far from converged at that point. Measured result
-  of this profile (1,182 steps in 14 min, run ``runs/codec/cpu-kathleen``): Kathleen test STOI
-  0.67, PESQ-WB 1.08, code perplexity 34 of 1,000 (usage 0.21); the under-used codebook is the
-  main limit (see the issue note).
+  15 minutes of training wall time. Everything here is bought in steps per minute: on the shared
+  2 cores a step of batch 8 x 1 s takes 0.3-0.9 s, so 15 minutes is ~1-2k steps, and each choice
+  below was measured in short pilot trainings (3-5.5 min, 3-4 runs side by side so that they
+  share the machine's load; valid mel, and STOI/usage on 10 Kathleen test utterances).
+
+  * Codebook: FSQ (5, 5, 5, 5) = 625 codes, not the paper's [4]*8 = 65,536 (Kathleen's ~3
+    held-out minutes are ~7k frames: 65,536 codes could be at most ~11 % used, and most would
+    never get a gradient in 15 minutes) and not (8, 5, 5, 5) = 1,000 (the first cpu run:
+    perplexity 34 of 1,000, usage 0.21). Equal-level 5s keep every dimension's bins equally
+    easy to fill, and 625 codes are ~11 frames each on the test set; pilots at ~115 steps with
+    the same regulariser: usage 0.26 of 625 vs 0.19 of 1,000 (perplexity 53 vs 80), valid mel
+    0.435 vs 0.439, STOI 0.568 vs 0.550 (too early for quality to separate).
+  * ``code_entropy_weight=2``: the batch codebook-entropy regulariser on FSQ's soft code
+    assignment (`losses.codebook_entropy_loss`). The mel loss alone lets the 4 FSQ inputs
+    collapse onto a few bins (pilot without it: perplexity 13 of 625 after 260 steps). With it
+    (same 260 steps, 5.5 min): perplexity 177 vs 13, valid mel 0.366 vs 0.379, STOI 0.639 vs
+    0.619, i.e. more bits per frame and better reconstruction, not a trade. Weight 5 was not
+    better than 2 at ~100 steps (perplexity 46 vs 53).
+  * Encoder: strides (4, 4, 4, 5) from width 8 (8-16-32-64-128, then 256) instead of X-codec2's
+    (2, 2, 4, 4, 5) from width 8: the same hop of 320 with one block fewer at 8-16 kHz, where the
+    Snake activations are memory-bound; a training step measured ~25-30 % faster (0.30-0.43 s vs
+    0.41-0.44 s, 1 thread). The decoder keeps 256 wide, 4 ResNet + 2 Transformer layers: a
+    192-wide, 2-ResNet decoder ran ~20 % more steps but ended worse at equal wall time (valid
+    mel 0.509 vs 0.459).
+  * Loss: multi-scale mel only. Adding the multi-resolution linear STFT loss (weight 1) cost
+    ~12 % of the steps and did not help at equal wall time (260-step pilots: valid mel 0.374 vs
+    0.366, STOI 0.630 vs 0.639); it stays available (``stft_loss_weight``). The GAN is off: with
+    the discriminators a step measured 3.6x slower (benchmarks/codec_speed.py).
+  * Batch 8 x 1 s: batch 4 made a step only ~1.5x faster and was no better at equal wall time
+    (valid mel 0.463 vs 0.459).
+  * Schedule: lr 2e-3 (100 warm-up steps), cosine to 0.1x driven by the wall clock
+    (``schedule_on_wall_time``): the shared CPU's step rate varies 2x from minute to minute, so
+    a step-count schedule either stops mid-decay (the first cpu run: 1,182 of 2,000 steps, lr
+    still at half its peak) or ends early; ``max_steps`` is only an upper bound here.
+
+  Results of the first cpu run (``runs/codec/cpu-kathleen``: (8,5,5,5), no regulariser, lr 1e-3,
+  1,182 steps in 14 min): Kathleen test STOI 0.67, PESQ-WB 1.08, usage 0.21 (perplexity 34 of
+  1,000). This profile (``runs/codec/cpu-kathleen-v2``, 2,634 steps in 14 min at ~3.2 steps/s
+  on a then lightly loaded machine, 4.0M parameters): Kathleen test (47 utterances) STOI 0.79,
+  PESQ-WB 1.13 (NB 1.45), usage 1.00 (perplexity 547 of 625), pocketsphinx WER 0.69 on the
+  resynthesis vs 0.30 on the originals, resemblyzer similarity 0.75; VCTK (unseen speakers)
+  STOI 0.65, usage 0.96; encode + decode RTF 0.03. PESQ is the gap, most likely the phase
+  artefacts of an inverse-STFT head trained on magnitudes only (no GAN; the output is not
+  phase-aligned at all, SI-SDR about -33 dB), plus ~9.3 bits per frame from a 4M-parameter model.
 - ``gpu-1b`` (and the other gpu-* names): the paper's shape: [4]*8 FSQ, 1024-wide 12-layer
   Transformer decoder, GAN on after a warm-up, semantic teacher when a path is given.
 """
@@ -54,6 +87,10 @@ class CodecConfig:
     mel_loss_weight: float = 15.0
     mel_n_ffts: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)  # multi-scale (DAC-style)
     mel_n_mels: tuple[int, ...] = (5, 10, 20, 40, 80, 160, 320)
+    stft_loss_weight: float = 0.0  # multi-resolution linear STFT loss (Parallel WaveGAN); 0 = off
+    stft_n_ffts: tuple[int, ...] = (512, 1024, 2048)
+    code_entropy_weight: float = 0.0  # FSQ codebook-entropy regulariser (see losses); 0 = off
+    code_entropy_temperature: float = 0.3  # of the soft code assignment, in (level units)^2
     use_gan: bool = True
     disc_warmup_steps: int = 0  # generator-only steps before the discriminators start
     mpd_periods: tuple[int, ...] = (2, 3, 5, 7, 11)
@@ -68,6 +105,9 @@ class CodecConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 3000
     min_lr_ratio: float = 0.1  # cosine decay down to this fraction of the peak
+    # cosine progress = max(step / max_steps, train wall / max_train_wall_s): the decay completes
+    # at the wall cap however fast the steps ran (needs max_train_wall_s)
+    schedule_on_wall_time: bool = False
     grad_clip_norm: float = 1000.0
     batch_size: int = 8
     segment_s: float = 1.0  # random training crops
@@ -95,14 +135,15 @@ class CodecConfig:
             num_threads=1,
         ),
         "cpu": dict(
-            encoder_channels=8, encoder_max_channels=256, encoder_res_units=1, latent_dim=256,
-            fsq_levels=(8, 5, 5, 5), decoder_dim=256, decoder_intermediate_dim=768,
+            strides=(4, 4, 4, 5), encoder_channels=8, encoder_max_channels=256, encoder_res_units=1,
+            latent_dim=256, fsq_levels=(5, 5, 5, 5), decoder_dim=256, decoder_intermediate_dim=768,
             decoder_resnet_layers=4, decoder_transformer_layers=2, decoder_heads=4,
             decoder_dropout=0.0, encoder_anti_alias=False,
             mel_n_ffts=(128, 256, 512, 1024, 2048), mel_n_mels=(20, 40, 80, 80, 80),
+            code_entropy_weight=2.0, code_entropy_temperature=0.3,
             use_gan=False, disc_warmup_steps=2000, disc_channels=8,
-            learning_rate=1e-3, disc_learning_rate=2e-4, warmup_steps=100, batch_size=8,
-            segment_s=1.0, max_steps=2000, max_train_wall_s=14 * 60.0,
+            learning_rate=2e-3, disc_learning_rate=2e-4, warmup_steps=100, batch_size=8,
+            segment_s=1.0, max_steps=5000, max_train_wall_s=14 * 60.0, schedule_on_wall_time=True,
             eval_every=400, checkpoint_every=200, log_every=20, n_eval_utterances=8,
             # one thread: on the shared, oversubscribed 2 cores a 2-thread step measured 3-6x
             # slower than a 1-thread step (threads wait on each other at every barrier)

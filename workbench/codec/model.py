@@ -248,6 +248,9 @@ class CodecEncoding:
     codes: torch.Tensor  # (B, T) long in [0, codebook_size)
     latents: torch.Tensor  # (B, T, latent_dim): quantised, projected back (decoder input)
     semantic_target: torch.Tensor | None = None  # (B, T, semantic_dim) teacher features
+    # (B, T, len(fsq_levels)): FSQ inputs after the tanh bound, before rounding, in level units
+    # (code k of a level-L dimension sits at k - L // 2); what the codebook-entropy loss reads
+    fsq_values: torch.Tensor | None = None
 
 
 @dataclass
@@ -256,6 +259,7 @@ class CodecOutput:
     codes: torch.Tensor  # (B, T)
     semantic_pred: torch.Tensor | None = None
     semantic_target: torch.Tensor | None = None
+    fsq_values: torch.Tensor | None = None  # see CodecEncoding
 
 
 class CodecModel(nn.Module):
@@ -309,8 +313,19 @@ class CodecModel(nn.Module):
             semantic_target = self.teacher(wav[:, 0], features.shape[1])
             semantic = self.semantic_adapter(semantic_target.transpose(1, 2)).transpose(1, 2)
             features = self.fc_encoder(torch.cat([semantic, features], dim=-1))
-        latents, codes = self.quantizer(self.pre_quant_norm(features))
-        return CodecEncoding(codes=codes.long(), latents=latents, semantic_target=semantic_target)
+        normed = self.pre_quant_norm(features)
+        latents, codes = self.quantizer(normed)
+        return CodecEncoding(codes=codes.long(), latents=latents, semantic_target=semantic_target,
+                             fsq_values=self.fsq_values(normed))
+
+    def fsq_values(self, normed: torch.Tensor) -> torch.Tensor:
+        """The quantiser's bounded, not yet rounded inputs in level units: the same arithmetic as
+        vector-quantize-pytorch's ``FSQ.bound`` (eps 1e-3), so ``round`` of this is the code."""
+        levels = self.quantizer._levels.to(normed.dtype)
+        z = self.quantizer.project_in(normed)
+        half_l = (levels - 1) * (1 + 1e-3) / 2
+        offset = torch.where(self.quantizer._levels % 2 == 0, 0.5, 0.0).to(normed.dtype)
+        return torch.tanh(z + torch.atanh(offset / half_l)) * half_l - offset
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         return self.decoder(latents)
@@ -329,7 +344,7 @@ class CodecModel(nn.Module):
         audio = self.decoder(encoding.latents)[..., : wav.shape[-1]]
         semantic_pred = self.semantic_head(encoding.latents) if self.teacher is not None else None
         return CodecOutput(audio=audio, codes=encoding.codes, semantic_pred=semantic_pred,
-                           semantic_target=encoding.semantic_target)
+                           semantic_target=encoding.semantic_target, fsq_values=encoding.fsq_values)
 
 
 def count_parameters(module: nn.Module) -> int:

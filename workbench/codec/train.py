@@ -1,16 +1,19 @@
 """Codec training: one explicit, resumable loop (no Trainer).
 
-Per step: a batch of random crops -> reconstruction -> multi-scale mel L1 (x15); once
-``step >= disc_warmup_steps`` (and ``use_gan``), a discriminator step (MPD + MRSD, LSGAN) and the
-generator's adversarial and feature-matching terms; with a semantic teacher, the semantic
-reconstruction MSE (x5). AdamW (0.8, 0.9) with linear warm-up and cosine decay for both nets.
+Per step: a batch of random crops -> reconstruction -> multi-scale mel L1 (x15), plus the
+multi-resolution STFT loss and the FSQ codebook-entropy regulariser when their weights are set;
+once ``step >= disc_warmup_steps`` (and ``use_gan``), a discriminator step (MPD + MRSD, LSGAN)
+and the generator's adversarial and feature-matching terms; with a semantic teacher, the
+semantic reconstruction MSE (x5). AdamW (0.8, 0.9) with linear warm-up and cosine decay (by
+steps, or by the wall clock with ``schedule_on_wall_time``) for both nets.
 
 Checkpoints (``checkpoint.pt`` in the run directory, written atomically every
 ``checkpoint_every`` steps and at the end) hold the model, discriminators, both optimisers and
 schedulers, every RNG state and the sampler's data position, so that calling `train_codec` again
 with the same ``run_id`` continues exactly where the last checkpoint left off: the resumed run
-ends with the same weights as an uninterrupted one. ``codec.pt`` (config + model weights) is the
-inference artifact that `workbench.codec.load_codec` reads.
+ends with the same weights as an uninterrupted one (except under ``schedule_on_wall_time``,
+where the learning rate follows the measured wall time, which no two runs share). ``codec.pt``
+(config + model weights) is the inference artifact that `workbench.codec.load_codec` reads.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from workbench.codec.config import CodecConfig
 from workbench.codec.data import CropSampler, corpus_utterances, load_corpus_audio
 from workbench.codec.discriminators import CodecDiscriminators
 from workbench.codec.losses import (
-    MultiScaleMelLoss, discriminator_loss, feature_matching_loss, generator_adversarial_loss,
-    semantic_loss,
+    MultiResolutionSTFTLoss, MultiScaleMelLoss, codebook_entropy_loss, discriminator_loss,
+    feature_matching_loss, generator_adversarial_loss, semantic_loss,
 )
 from workbench.codec.model import CodecModel, build_model, count_parameters
 from workbench.config import to_dict
@@ -61,13 +64,20 @@ class ValidEval:
     n_frames: int
 
 
-def lr_lambda(warmup_steps: int, max_steps: int, min_ratio: float):
-    """Linear warm-up to 1, then cosine to `min_ratio` at `max_steps`."""
+def lr_lambda(warmup_steps: int, max_steps: int, min_ratio: float, wall_fraction=None):
+    """Linear warm-up to 1, then cosine to `min_ratio` at `max_steps`.
+
+    With `wall_fraction` (a callable giving the fraction of the wall-time cap spent so far), the
+    cosine's progress is the larger of the step fraction and the wall fraction, so the decay
+    completes when the cap stops the run whatever the (noisy, shared-CPU) step rate was."""
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        progress = min((step - warmup_steps) / max(max_steps - warmup_steps, 1), 1.0)
+        progress = (step - warmup_steps) / max(max_steps - warmup_steps, 1)
+        if wall_fraction is not None:
+            progress = max(progress, wall_fraction())
+        progress = min(progress, 1.0)
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
@@ -141,9 +151,15 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
         discriminators = (CodecDiscriminators(config.mpd_periods, config.mrsd_n_ffts, config.disc_channels)
                           if config.use_gan else None)
         mel_loss = MultiScaleMelLoss(config.sample_rate, config.mel_n_ffts, config.mel_n_mels)
+        stft_loss = MultiResolutionSTFTLoss(config.stft_n_ffts) if config.stft_loss_weight else None
         opt_g = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=config.adam_betas,
                                   weight_decay=config.weight_decay)
-        schedule = lr_lambda(config.warmup_steps, config.max_steps, config.min_lr_ratio)
+        clock = {"train_wall_s": 0.0}  # read by the wall-time schedule; updated every step
+        wall_fraction = None
+        if config.schedule_on_wall_time and config.max_train_wall_s:
+            def wall_fraction() -> float:
+                return clock["train_wall_s"] / config.max_train_wall_s
+        schedule = lr_lambda(config.warmup_steps, config.max_steps, config.min_lr_ratio, wall_fraction)
         sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, schedule)
         opt_d = sched_d = None
         if discriminators is not None:
@@ -167,6 +183,7 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
             sampler.load_state_dict(state["sampler"])
             _set_rng_state(state["rng"])
             step, train_wall_s = int(state["step"]), float(state["train_wall_s"])
+        clock["train_wall_s"] = train_wall_s
         resumed_from = step
 
         def save_checkpoint() -> None:
@@ -202,6 +219,15 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
             mel = mel_loss(fake, real)
             loss_g = config.mel_loss_weight * mel
             metrics = {"mel_loss": mel.item()}
+            if stft_loss is not None:
+                stft = stft_loss(fake, real)
+                loss_g = loss_g + config.stft_loss_weight * stft
+                metrics["stft_loss"] = stft.item()
+            if config.code_entropy_weight:
+                entropy = codebook_entropy_loss(out.fsq_values, config.fsq_levels,
+                                                config.code_entropy_temperature)
+                loss_g = loss_g + config.code_entropy_weight * entropy
+                metrics["code_entropy_loss"] = entropy.item()
 
             gan_on = discriminators is not None and step >= config.disc_warmup_steps
             if gan_on:
@@ -234,6 +260,7 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
             step += 1
             window_steps += 1
             train_wall_s += time.perf_counter() - tick
+            clock["train_wall_s"] = train_wall_s
             last_mel = metrics["mel_loss"]
             bar.update(1)
             bar.set_postfix(mel=f"{last_mel:.3f}")

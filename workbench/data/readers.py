@@ -42,17 +42,25 @@ def register_reader(name: str) -> Callable[[Reader], Reader]:
 
 @register_reader("transcripts")
 def read_transcripts_tsv(root: Path) -> Iterator[Utterance]:
+    """Rows of ``transcripts.tsv``. Where the id column is not unique (FSDD's holds the spoken
+    digit), every utterance takes its file's path, minus the extension, as its id instead."""
     path = Path(root) / "transcripts.tsv"
+    rows = []
     with open(path, newline="", encoding="utf-8") as handle:
         for number, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
             if not row or not "".join(row).strip():
                 continue
             if len(row) < 3:
                 raise ValueError(f"{path}:{number}: expected 'path<TAB>speaker<TAB>utterance_id<TAB>text', got {row!r}")
-            audio, speaker, utterance_id = row[0], row[1], row[2]
-            text = row[3] if len(row) > 3 else ""
-            yield Utterance(utterance_id=utterance_id, audio_path=str(Path(root) / audio),
-                            text=text.strip(), speaker=speaker or "unknown")
+            rows.append(row)
+    ids = [row[2] for row in rows]
+    unique = len(set(ids)) == len(ids)
+    for row in rows:
+        audio, speaker = row[0], row[1]
+        utterance_id = row[2] if unique else str(Path(audio).with_suffix("")).replace("/", "_")
+        text = row[3] if len(row) > 3 else ""
+        yield Utterance(utterance_id=utterance_id, audio_path=str(Path(root) / audio),
+                        text=text.strip(), speaker=speaker or "unknown")
 
 
 @register_reader("ljspeech")

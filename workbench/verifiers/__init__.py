@@ -17,6 +17,7 @@ from workbench.verifiers.text import WordErrors, corpus_wer, normalize_text, wer
 
 # Importing these modules registers their verifiers (they import no model code at module level).
 from workbench.verifiers import asr, combined, quality, speaker  # noqa: E402,F401  isort: skip
+from workbench.verifiers import trained_asr, trained_speaker  # noqa: E402,F401  isort: skip
 from workbench.verifiers.combined import lexicographic, weighted  # noqa: E402
 
 __all__ = [
