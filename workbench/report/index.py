@@ -14,16 +14,17 @@ from workbench.runs import find_runs, runs_root
 RUN_DIR_ENV = "WORKBENCH_RUN_DIR"
 
 
-def record_summary(**metrics) -> Path | None:
+def record_summary(**metrics) -> None:
     """From inside a notebook run by the runner: merge key metrics into the run's summary.json,
-    which the index page shows. Outside a runner (plain Jupyter) this does nothing."""
+    which the index page shows (and later pipeline stages read). Outside a runner (plain
+    Jupyter) this does nothing. Returns None so that a notebook's last line prints nothing."""
     run_dir = os.environ.get(RUN_DIR_ENV)
     if not run_dir:
-        return None
+        return
     path = Path(run_dir) / "summary.json"
     current = json.loads(path.read_text()) if path.exists() else {}
     current.update(metrics)
-    return atomic_write_json(path, current)
+    atomic_write_json(path, current)
 
 
 def _format(value) -> str:
