@@ -7,7 +7,7 @@ from workbench.cli import build_parser, main
 
 SUBCOMMANDS = [["data"], ["data", "prepare"], ["data", "synth"], ["data", "list"], ["run"], ["report"],
                ["pipeline"], ["runs"], ["codec"], ["codec", "train"], ["codec", "eval"], ["codec", "tokenize"],
-               ["lm"], ["lm", "train"], ["lm", "sweep"], ["search"], ["search", "ablate"]]
+               ["lm"], ["lm", "train"], ["lm", "sweep"], ["search"], ["search", "ablate"], ["batch"]]
 
 
 def test_help_lists_subcommands():
@@ -65,3 +65,20 @@ def test_codec_eval_writes_json_with_required_keys(workdirs, tmp_path, mirror, c
 def test_set_override_is_validated(capsys, tmp_path):
     assert main(["lm", "train", str(tmp_path), "--profile", "smoke", "--set", "token_budgt=5"]) == 2
     assert "did you mean 'token_budget'" in capsys.readouterr().err
+
+
+def test_batch_runs_one_notebook_per_grid_point_in_separate_processes(workdirs, capsys):
+    assert main(["batch", "00_data", "--profile", "smoke", "--grid", "max_utterances=6,8",
+                 "--executor", "local", "--max-workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("ok ->") == 2
+    from workbench.runs import results
+
+    table = results(kind="notebooks")
+    assert sorted(table["config.max_utterances"]) == [6, 8] and set(table["status"]) == {"finished"}
+
+
+def test_batch_validates_every_point_before_starting(workdirs, capsys):
+    assert main(["batch", "00_data", "--profile", "smoke", "--grid", "max_utterances=6,eight"]) == 2
+    assert "'max_utterances'" in capsys.readouterr().err
+    assert not (workdirs / "runs" / "notebooks").exists()

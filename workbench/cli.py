@@ -167,6 +167,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    """`--grid NAME=V1,V2 --grid OTHER=A,B`: the product of the value lists, one run each."""
+    import itertools
+
+    from workbench.report.runner import run_notebook_batch
+
+    axes = []
+    for spec in args.grid or []:
+        key, sep, values = spec.partition("=")
+        if not sep or not values:
+            raise ConfigError(f"--grid {spec!r}: expected NAME=VALUE1,VALUE2,...")
+        axes.append([(key.strip(), _parse_value(v)) for v in values.split(",")])
+    fixed = {name: _parse_value(value) for name, value in (args.param or [])}
+    grid = [{**fixed, **dict(combo)} for combo in itertools.product(*axes)] if axes else [fixed]
+    results = run_notebook_batch(args.notebook, grid, args.profile, executor=args.executor,
+                                 max_workers=args.max_workers, reuse=args.reuse)
+    for params, result in zip(grid, results):
+        state = f"ok -> {result.value}" if result.ok else f"FAILED: {(result.error or '').strip().splitlines()[-1]}"
+        print(f"{params}: {state}")
+    return 0 if all(r.ok for r in results) else 1
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from workbench.report.index import build_reports
 
@@ -277,6 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=int, help="per-cell timeout in seconds")
     _profile_arg(run)
     run.set_defaults(func=cmd_run)
+
+    batch = sub.add_parser("batch", help="run a notebook over a grid of parameters (process pool or Slurm)")
+    batch.add_argument("notebook")
+    batch.add_argument("--grid", action="append", metavar="NAME=V1,V2", help="one axis of the grid (product of all axes)")
+    batch.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"), help="fixed for every run")
+    batch.add_argument("--executor", default="local", choices=("local", "inline", "slurm", "submitit-local"))
+    batch.add_argument("--max-workers", type=int)
+    batch.add_argument("--reuse", action="store_true", help="skip grid points with a finished run")
+    _profile_arg(batch)
+    batch.set_defaults(func=cmd_batch)
 
     report = sub.add_parser("report", help="collect the latest notebook reports into reports/ with an index page")
     report.add_argument("--out", type=Path, default=Path("reports"))

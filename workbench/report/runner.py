@@ -110,3 +110,38 @@ def _export_quietly(notebook: Path, html: Path) -> None:
             export_html(notebook, html)
     except Exception:  # noqa: BLE001 - the notebook's own error is the one to report
         pass
+
+
+@dataclass(frozen=True)
+class NotebookJob:
+    """One notebook run of a batch (picklable: it crosses into a worker process or a Slurm task)."""
+
+    name: str
+    params: dict[str, Any]
+    profile: str
+    root: str | None = None
+    reuse: bool = True
+
+
+def _run_job(job: NotebookJob) -> str:
+    # Papermill is not thread-safe: each job runs in its own process with its own kernel.
+    return str(run_notebook(job.name, job.params, job.profile, root=job.root, reuse=job.reuse,
+                            progress=False).run_dir)
+
+
+def run_notebook_batch(name: str, grid: list[dict[str, Any]], profile: str = DEFAULT_PROFILE, *,
+                       executor: str = "local", max_workers: int | None = None, root: str | Path | None = None,
+                       reuse: bool = True) -> list[Any]:
+    """Run notebook `name` once per parameter set in `grid` through `workbench.executors.run_jobs`
+    (local process pool, Slurm through submitit, ...). Every parameter set is validated before
+    anything starts, so a typo in the last one does not surface after hours of work."""
+    from workbench.executors import run_jobs
+    from workbench.runs import runs_root
+
+    spec = get_notebook(name)
+    for params in grid:
+        for_profile(spec.config_class(), profile, **params)  # raises ConfigError naming the bad key
+    base = runs_root(root)
+    jobs = [NotebookJob(spec.name, dict(params), profile, str(base), reuse) for params in grid]
+    return run_jobs(_run_job, jobs, executor=executor, max_workers=max_workers,
+                    folder=str(base / "batches" / spec.name / "submitit"))
