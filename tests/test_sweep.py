@@ -47,3 +47,13 @@ def test_sweep_runs_points_and_relaunch_reuses_them(shards, workdirs):
     (victim / "meta.json").write_text(json.dumps(meta))
     second = run_sweep(config, shards, progress=False)
     assert second.n_reused == 5 and len(second.table) == 6 and not second.failed
+
+
+def test_isoflop_grid_spends_each_budget_at_every_size():
+    config = SweepConfig(sizes=("cpu-0.1m", "cpu-1m"), grid="isoflop", flop_budgets=(1e12, 4e12))
+    n_params = {"cpu-0.1m": 3e5, "cpu-1m": 1.4e6}
+    points = sweep_points(config, n_params_of=n_params.get)
+    assert len(points) == 4
+    for p in points:
+        assert abs(6 * n_params[p.preset] * p.token_budget - p.flop_budget) / p.flop_budget < 1e-5
+    assert {p.flop_budget for p in points} == {1e12, 4e12}

@@ -18,6 +18,24 @@ class DiscriminatorOutput:
     features: list[list[torch.Tensor]]  # feature maps per sub-discriminator
 
 
+def _conv_stack(convs: nn.ModuleList, out: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A sub-discriminator's convolutions (leaky ReLU after each) and output layer: its flattened
+    logits and every layer's feature map."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), 0.1)
+        features.append(x)
+    x = out(x)
+    features.append(x)
+    return x.flatten(1), features
+
+
+def _run_all(discriminators: nn.ModuleList, wav: torch.Tensor) -> DiscriminatorOutput:
+    """Every sub-discriminator's logits and feature maps on `wav`."""
+    results = [d(wav) for d in discriminators]
+    return DiscriminatorOutput([r[0] for r in results], [r[1] for r in results])
+
+
 class PeriodDiscriminator(nn.Module):
     """Folds the waveform into (frames, period) and convolves along frames only, so that each
     column sees samples `period` apart: catches periodic (pitch-related) artefacts."""
@@ -37,13 +55,7 @@ class PeriodDiscriminator(nn.Module):
         if length % self.period:
             wav = F.pad(wav, (0, self.period - length % self.period), mode="reflect")
         x = wav.view(batch, channels, -1, self.period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            features.append(x)
-        x = self.out(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _conv_stack(self.convs, self.out, x)
 
 
 class MultiPeriodDiscriminator(nn.Module):
@@ -52,8 +64,7 @@ class MultiPeriodDiscriminator(nn.Module):
         self.discriminators = nn.ModuleList(PeriodDiscriminator(p, channels) for p in periods)
 
     def forward(self, wav: torch.Tensor) -> DiscriminatorOutput:
-        results = [d(wav) for d in self.discriminators]
-        return DiscriminatorOutput([r[0] for r in results], [r[1] for r in results])
+        return _run_all(self.discriminators, wav)
 
 
 class SpectrogramDiscriminator(nn.Module):
@@ -76,13 +87,7 @@ class SpectrogramDiscriminator(nn.Module):
         spec = torch.stft(wav[:, 0], self.n_fft, self.hop_length, window=self.window,
                           return_complex=True, center=True)
         x = torch.log1p(spec.abs()).unsqueeze(1)  # (B, 1, freq, frames)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            features.append(x)
-        x = self.out(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _conv_stack(self.convs, self.out, x)
 
 
 class MultiResolutionSpectrogramDiscriminator(nn.Module):
@@ -91,8 +96,7 @@ class MultiResolutionSpectrogramDiscriminator(nn.Module):
         self.discriminators = nn.ModuleList(SpectrogramDiscriminator(n, channels) for n in n_ffts)
 
     def forward(self, wav: torch.Tensor) -> DiscriminatorOutput:
-        results = [d(wav) for d in self.discriminators]
-        return DiscriminatorOutput([r[0] for r in results], [r[1] for r in results])
+        return _run_all(self.discriminators, wav)
 
 
 class CodecDiscriminators(nn.Module):

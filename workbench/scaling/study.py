@@ -42,6 +42,14 @@ def fit_sweep(table, n_bootstrap: int = 100, seed: int = 0, loss_column: str = "
     )
 
 
+def fit_isoflop_sweep(table, loss_column: str = "final_valid_loss"):
+    """Approach 2 on an IsoFLOP sweep: a parabola of loss vs log N per FLOP budget."""
+    from workbench.scaling.fits import fit_isoflop
+
+    return fit_isoflop(table["n_params"].to_numpy(float), table["tokens_seen"].to_numpy(float),
+                       table[loss_column].to_numpy(float), budgets=table["flop_budget"].to_numpy(float))
+
+
 def fit_summary(fits: ScalingFits):
     """One table: fitted parameters (with bootstrap intervals) and the held-out errors."""
     import pandas as pd

@@ -59,6 +59,7 @@ class SweepPoint:
     preset: str
     token_budget: int
     train_config: Any  # LMTrainConfig
+    flop_budget: float = 0.0  # the IsoFLOP budget this point spends (grid="isoflop"); 0 otherwise
 
 
 @dataclass(frozen=True)
@@ -94,20 +95,22 @@ def sweep_points(config: SweepConfig, n_params_of: Any = None, data_key: str = "
     from workbench.lm.train import LMTrainConfig
 
     base = for_profile(LMTrainConfig, config.train_profile, seed=config.seed, progress=False)
-    pairs: list[tuple[str, int]]
+    triples: list[tuple[str, int, float]]
     if config.grid == "product":
-        pairs = [(size, budget) for size in config.sizes for budget in config.token_budgets]
+        triples = [(size, budget, 0.0) for size in config.sizes for budget in config.token_budgets]
     else:
         if not config.flop_budgets:
             raise ValueError("grid='isoflop' needs flop_budgets")
         if n_params_of is None:
             raise ValueError("grid='isoflop' needs n_params_of(preset) to turn FLOPs into tokens")
-        pairs = [(size, int(flops / (6 * n_params_of(size)))) for flops in config.flop_budgets for size in config.sizes]
+        triples = [(size, int(flops / (6 * n_params_of(size))), float(flops))
+                   for flops in config.flop_budgets for size in config.sizes]
     points = []
-    for size, budget in pairs:
+    for size, budget, flop_budget in triples:
         train_config = dataclasses.replace(base, preset=size, token_budget=int(budget))
         run_id = f"{config.name}-{size}-{budget}-{config_hash(train_config, 8)}{'-' + data_key if data_key else ''}"
-        points.append(SweepPoint(run_id=run_id, preset=size, token_budget=int(budget), train_config=train_config))
+        points.append(SweepPoint(run_id=run_id, preset=size, token_budget=int(budget), train_config=train_config,
+                                 flop_budget=flop_budget))
     return points
 
 
@@ -137,7 +140,7 @@ def run_sweep(config: SweepConfig, shards_dir: str | Path, *, root: str | Path |
     from workbench.runs import runs_root
 
     base_root = runs_root(root)
-    points = sweep_points(config, data_key=shards_key(shards_dir))
+    points = sweep_points(config, n_params_of=_n_params_for(config, shards_dir), data_key=shards_key(shards_dir))
     rows: dict[str, dict[str, Any]] = {}
     todo: list[SweepPoint] = []
     for point in points:
@@ -167,12 +170,31 @@ def run_sweep(config: SweepConfig, shards_dir: str | Path, *, root: str | Path |
                           f"valid loss {result.value['final_valid_loss']:.4f} ({result.wall_time_s:.0f} s)", flush=True)
             else:
                 failed.append(f"{point.run_id}: {result.error.strip().splitlines()[-1] if result.error else 'failed'}")
-    table = pd.DataFrame([{**rows[p.run_id], "run_id": p.run_id, "token_budget": p.token_budget}
+    table = pd.DataFrame([{**rows[p.run_id], "run_id": p.run_id, "token_budget": p.token_budget,
+                           "flop_budget": p.flop_budget}
                           for p in points if p.run_id in rows])
     if not table.empty:
         table["compute"] = table["flops"]
         table = table.sort_values(["n_params", "token_budget"]).reset_index(drop=True)
     return SweepResult(config=config, table=table, failed=failed, n_reused=n_reused)
+
+
+def _n_params_for(config: SweepConfig, shards_dir: str | Path):
+    """N (all parameters) of each preset with these shards' codebook, for IsoFLOP token budgets
+    (C = 6 N D); the text vocabulary is the configured BPE size, close to what training builds."""
+    from workbench.config import for_profile
+    from workbench.data.token_shards import read_shard_index
+    from workbench.lm.flops import count_params
+    from workbench.lm.layout import TokenLayout
+    from workbench.lm.model import build_llama_config
+    from workbench.lm.train import LMTrainConfig
+
+    if config.grid != "isoflop":
+        return None
+    codebook_size = read_shard_index(shards_dir).codec.codebook_size
+    text_vocab = for_profile(LMTrainConfig, config.train_profile).text_vocab_size
+    layout = TokenLayout(text_vocab_size=text_vocab, codebook_size=codebook_size)
+    return lambda preset: count_params(build_llama_config(preset, layout)).n_params
 
 
 def _cost(point: SweepPoint) -> float:

@@ -236,14 +236,27 @@ def _start(model: Any, tokenizer: Any, layout: TokenLayout, codec: Any, text: st
     return state, Sampler(model, layout, sampling, seed)
 
 
-@register("beam")
-def beam(model: Any, tokenizer: Any, layout: TokenLayout, codec: Any, text: str, *,
-         verifiers: SearchVerifiers | Verifier, budget: int, sampling: SamplingConfig = SamplingConfig(),
-         seed: int = 0, prompt: VoicePrompt | None = None,
-         options: SearchOptions = SearchOptions()) -> SearchResult:
-    """Beam search with the process verifier every `options.step_tokens` tokens, (B, N) from
-    `beam_shape(budget, options.beam_width)`; final pick by the outcome verifier among beams that
-    ended and beams cut at the token cap."""
+@dataclasses.dataclass
+class _BeamRun:
+    """A beam-based strategy after its process-verifier beam phase."""
+
+    clock: Stopwatch
+    chosen_by: SearchVerifiers
+    compute: SearchCompute
+    scorer: Scorer
+    sampler: Sampler
+    cap: int  # token cap per sequence
+    frame_rate_hz: float
+    steps: list[SearchStep]
+    outcome: _BeamOutcome
+
+
+def _beam_run(model: Any, tokenizer: Any, layout: TokenLayout, codec: Any, text: str, *,
+              verifiers: SearchVerifiers | Verifier, budget: int, sampling: SamplingConfig, seed: int,
+              prompt: VoicePrompt | None, options: SearchOptions, partial: bool) -> _BeamRun:
+    """Start a beam-based strategy and run its beam phase, (B, N) from `beam_shape(budget,
+    options.beam_width)`: up to the token cap, or (`partial`) over the first `options.partial_s`
+    seconds."""
     _check_budget(budget)
     clock = Stopwatch()
     chosen_by = as_search_verifiers(verifiers)
@@ -252,11 +265,27 @@ def beam(model: Any, tokenizer: Any, layout: TokenLayout, codec: Any, text: str,
     width, n_continuations = beam_shape(int(budget), options.beam_width)
     cap = _token_cap(text, codec, sampling, options)
     frame_rate_hz = float(codec.frame_rate_hz)
+    stop_frames = min(cap, max(1, round(options.partial_s * frame_rate_hz))) if partial else cap
     state, sampler = _start(model, tokenizer, layout, codec, text, prompt, sampling, seed, compute)
     steps: list[SearchStep] = []
     outcome = _beam_phase(model, layout, scorer, chosen_by.process_or_outcome, sampler, state, width=width,
-                          n_continuations=n_continuations, step_tokens=options.step_tokens, stop_frames=cap,
-                          steps=steps, frame_rate_hz=frame_rate_hz)
+                          n_continuations=n_continuations, step_tokens=options.step_tokens,
+                          stop_frames=stop_frames, steps=steps, frame_rate_hz=frame_rate_hz)
+    return _BeamRun(clock=clock, chosen_by=chosen_by, compute=compute, scorer=scorer, sampler=sampler, cap=cap,
+                    frame_rate_hz=frame_rate_hz, steps=steps, outcome=outcome)
+
+
+@register("beam")
+def beam(model: Any, tokenizer: Any, layout: TokenLayout, codec: Any, text: str, *,
+         verifiers: SearchVerifiers | Verifier, budget: int, sampling: SamplingConfig = SamplingConfig(),
+         seed: int = 0, prompt: VoicePrompt | None = None,
+         options: SearchOptions = SearchOptions()) -> SearchResult:
+    """Beam search with the process verifier every `options.step_tokens` tokens, (B, N) from
+    `beam_shape(budget, options.beam_width)`; final pick by the outcome verifier among beams that
+    ended and beams cut at the token cap."""
+    run = _beam_run(model, tokenizer, layout, codec, text, verifiers=verifiers, budget=budget, sampling=sampling,
+                    seed=seed, prompt=prompt, options=options, partial=False)
+    chosen_by, outcome = run.chosen_by, run.outcome
     # Beams that ended, and beams cut at the cap (complete as far as search goes).
     final = outcome.finished + outcome.alive
     ended = [True] * len(outcome.finished) + [False] * len(outcome.alive)
@@ -265,10 +294,11 @@ def beam(model: Any, tokenizer: Any, layout: TokenLayout, codec: Any, text: str,
         candidates = [Candidate(codes=f.codes, ended=e, score=f.score, verifier=chosen_by.outcome.name,
                                 result=f.result, wav=f.wav) for f, e in zip(final, ended)]
     else:
-        candidates = _score_complete(scorer, chosen_by.outcome, [f.codes for f in final], ended,
+        candidates = _score_complete(run.scorer, chosen_by.outcome, [f.codes for f in final], ended,
                                      wavs=[f.wav for f in final])
-    steps.append(_outcome_step(len(steps), chosen_by.outcome, candidates, 0, frame_rate_hz))
-    return _choose("beam", text, budget, scorer, candidates, chosen_by.outcome, compute, steps, clock)
+    run.steps.append(_outcome_step(len(run.steps), chosen_by.outcome, candidates, 0, run.frame_rate_hz))
+    return _choose("beam", text, budget, run.scorer, candidates, chosen_by.outcome, run.compute, run.steps,
+                   run.clock)
 
 
 @register("partial_mix")
@@ -279,20 +309,9 @@ def partial_mix(model: Any, tokenizer: Any, layout: TokenLayout, codec: Any, tex
     """Process-verifier beam search over the first `options.partial_s` seconds, then `budget`
     full completions of the surviving prefixes (spread evenly; beams that already ended count
     as completions too), chosen by the outcome verifier (Llasa §5: SIM for 2 s, then WER)."""
-    _check_budget(budget)
-    clock = Stopwatch()
-    chosen_by = as_search_verifiers(verifiers)
-    compute = SearchCompute()
-    scorer = Scorer(codec, text, prompt, compute)
-    width, n_continuations = beam_shape(int(budget), options.beam_width)
-    cap = _token_cap(text, codec, sampling, options)
-    frame_rate_hz = float(codec.frame_rate_hz)
-    partial_frames = min(cap, max(1, round(options.partial_s * frame_rate_hz)))
-    state, sampler = _start(model, tokenizer, layout, codec, text, prompt, sampling, seed, compute)
-    steps: list[SearchStep] = []
-    outcome = _beam_phase(model, layout, scorer, chosen_by.process_or_outcome, sampler, state, width=width,
-                          n_continuations=n_continuations, step_tokens=options.step_tokens,
-                          stop_frames=partial_frames, steps=steps, frame_rate_hz=frame_rate_hz)
+    run = _beam_run(model, tokenizer, layout, codec, text, verifiers=verifiers, budget=budget, sampling=sampling,
+                    seed=seed, prompt=prompt, options=options, partial=True)
+    compute, scorer, outcome = run.compute, run.scorer, run.outcome
     codes = [f.codes for f in outcome.finished]
     wavs: list[torch.Tensor | None] = [f.wav for f in outcome.finished]
     ended = [True] * len(codes)
@@ -304,16 +323,17 @@ def partial_mix(model: Any, tokenizer: Any, layout: TokenLayout, codec: Any, tex
         rows = torch.arange(n_completions) % prefixes
         state = outcome.state.select(rows.sort().values)
         before = state.n_new.clone()
-        state = extend(model, state, sampler, cap - state.n_steps)
+        state = extend(model, state, run.sampler, run.cap - state.n_steps)
         _account_tokens(compute, model.config, state, before)
         new_codes = [layout.codes_from_ids(state.generated(r)).cpu() for r in range(state.n_rows)]
         codes += new_codes
         wavs += scorer.decode(new_codes)
         ended += state.ended.tolist()
-    candidates = _score_complete(scorer, chosen_by.outcome, codes, ended, wavs=wavs)
-    steps.append(_outcome_step(len(steps), chosen_by.outcome, candidates,
-                               compute.tokens_generated - tokens_before, frame_rate_hz))
-    return _choose("partial_mix", text, budget, scorer, candidates, chosen_by.outcome, compute, steps, clock)
+    candidates = _score_complete(scorer, run.chosen_by.outcome, codes, ended, wavs=wavs)
+    run.steps.append(_outcome_step(len(run.steps), run.chosen_by.outcome, candidates,
+                                   compute.tokens_generated - tokens_before, run.frame_rate_hz))
+    return _choose("partial_mix", text, budget, scorer, candidates, run.chosen_by.outcome, compute, run.steps,
+                   run.clock)
 
 
 __all__ = ["beam", "best_of_n", "partial_mix", "sample"]

@@ -498,30 +498,9 @@ def add_baseline(result: ASREval, clips: Sequence[Clip], verifier_name: str = "p
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m workbench.verifiers.train_asr --profile cpu [--run-id ID] [key=value ...]`."""
-    import argparse
-    import json
+    from workbench.verifiers.trained_models import training_main
 
-    from workbench.config import PROFILE_NAMES, for_profile
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--profile", default="cpu", choices=PROFILE_NAMES)
-    parser.add_argument("--run-id")
-    parser.add_argument("--root", help="runs root (default $WORKBENCH_RUNS or ./runs)")
-    parser.add_argument("--no-reuse", action="store_true")
-    parser.add_argument("overrides", nargs="*", help="config fields as key=value (value parsed as YAML)")
-    args = parser.parse_args(argv)
-    import yaml
-
-    overrides = {}
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"override {item!r} is not key=value")
-        overrides[key] = yaml.safe_load(value)
-    config = for_profile(ASRTrainConfig, args.profile, **overrides)
-    result = train_asr(config, run_id=args.run_id, root=args.root, reuse=not args.no_reuse)
-    print(json.dumps(result.to_dict(), indent=2, default=str))
-    return 0
+    return training_main(argv, description=main.__doc__, config_class=ASRTrainConfig, train=train_asr)
 
 
 if __name__ == "__main__":

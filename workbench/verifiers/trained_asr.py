@@ -19,7 +19,6 @@ Training lives in `workbench.verifiers.train_asr`.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from workbench.verifiers import trained_models
 from workbench.verifiers.asr import ASRVerifierBase
 from workbench.verifiers.base import VerifierError, register
 
@@ -34,7 +34,7 @@ from workbench.verifiers.base import VerifierError, register
 # digits out: space, apostrophe, a-z.
 BLANK = "_"
 ALPHABET = (BLANK, " ", "'") + tuple("abcdefghijklmnopqrstuvwxyz")
-MODEL_FILE = "model.pt"
+MODEL_FILE = trained_models.MODEL_FILE
 SAMPLE_RATE_HZ = 16000
 
 
@@ -235,29 +235,11 @@ def load_model(path: str | Path) -> CTCRecognizer:
 def resolve_model_path(model: str | Path | None, root: str | Path | None = None) -> Path:
     """The model file for `model`: a file as is, a run directory's `model.pt`, or (None) the newest
     finished `asr` run under the runs root that has one."""
-    if model is None:
-        from workbench.runs import find_runs, runs_root
-
-        candidates = [r / MODEL_FILE for r in find_runs("asr", root=root, status="finished")
-                      if (r / MODEL_FILE).exists()]
-        if not candidates:
-            raise VerifierError(
-                f"workbench-asr: no finished 'asr' run with {MODEL_FILE} under {runs_root(root) / 'asr'}; "
-                "train one with workbench.verifiers.train_asr.train_asr(...) or pass model=<run dir or file>")
-        # find_runs lists oldest first by run id (which starts with a timestamp): take the newest.
-        return candidates[-1]
-    path = Path(model)
-    if path.is_dir():
-        path = path / MODEL_FILE
-    if not path.is_file():
-        raise VerifierError(f"workbench-asr: model {str(model)!r} is neither a model file nor a run "
-                            f"directory holding {MODEL_FILE}")
-    return path.resolve()
+    return trained_models.resolve_model_path(model, root, verifier="workbench-asr", run_kind="asr",
+                                             trainer="workbench.verifiers.train_asr.train_asr")
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_model(path: str, mtime_ns: int) -> CTCRecognizer:  # noqa: ARG001 - mtime keys the cache
-    return load_model(path)
+_cached_model: trained_models.ModelCache[CTCRecognizer] = trained_models.ModelCache(load_model)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,6 +272,5 @@ class WorkbenchASRVerifier(ASRVerifierBase):
         return self._path
 
     def transcribe_prepared(self, wavs: list[torch.Tensor]) -> list[str]:
-        path = self.model_path
-        network = _cached_model(str(path), path.stat().st_mtime_ns)
+        network = _cached_model(self.model_path)
         return network.transcribe(wavs, batch_size=self.batch_size)

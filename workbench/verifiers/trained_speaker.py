@@ -25,7 +25,6 @@ network slows the start), AdamW with warm-up and cosine decay. Resume from
 
 from __future__ import annotations
 
-import functools
 import math
 import random
 import time
@@ -36,10 +35,11 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
+from workbench.verifiers import trained_models
 from workbench.verifiers.base import SpeakerVerifierBase, VerifierError, equal_length_batches, register
 
 RUN_KIND = "speaker"
-MODEL_FILE = "model.pt"
+MODEL_FILE = trained_models.MODEL_FILE
 CHECKPOINT_FILE = "checkpoints/last.pt"
 SAMPLE_RATE_HZ = 16000
 MODEL_FORMAT = "workbench-speaker/1"
@@ -147,24 +147,8 @@ def save_model(model: SpeakerEncoder, path: str | Path, extra: dict[str, Any] | 
 def resolve_model_path(model: str | Path | None, root: str | Path | None = None) -> Path:
     """A model file as is, a run directory's `model.pt`, or (None) the newest finished
     `speaker` run under the runs root that has one."""
-    if model is None:
-        from workbench.runs import find_runs, runs_root
-
-        candidates = [r / MODEL_FILE for r in find_runs(RUN_KIND, root=root, status="finished")
-                      if (r / MODEL_FILE).exists()]
-        if not candidates:
-            raise VerifierError(
-                f"workbench-speaker: no finished '{RUN_KIND}' run with {MODEL_FILE} under "
-                f"{runs_root(root) / RUN_KIND}; train one with "
-                "workbench.verifiers.trained_speaker.train_speaker(...) or pass model=<run dir or file>")
-        return candidates[-1]  # run ids start with a timestamp: the last is the newest
-    path = Path(model)
-    if path.is_dir():
-        path = path / MODEL_FILE
-    if not path.is_file():
-        raise VerifierError(f"workbench-speaker: model {str(model)!r} is neither a model file nor a run "
-                            f"directory holding {MODEL_FILE}")
-    return path.resolve()
+    return trained_models.resolve_model_path(model, root, verifier="workbench-speaker", run_kind=RUN_KIND,
+                                             trainer="workbench.verifiers.trained_speaker.train_speaker")
 
 
 def load_model(path: str | Path) -> SpeakerEncoder:
@@ -178,9 +162,7 @@ def load_model(path: str | Path) -> SpeakerEncoder:
     return model.eval()
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_model(path: str, mtime_ns: int) -> SpeakerEncoder:  # noqa: ARG001 - mtime keys the cache
-    return load_model(path)
+_cached_model: trained_models.ModelCache[SpeakerEncoder] = trained_models.ModelCache(load_model)
 
 
 @register("workbench-speaker")
@@ -207,8 +189,7 @@ class WorkbenchSpeakerVerifier(SpeakerVerifierBase):
         return self._path
 
     def embed(self, wavs: list[torch.Tensor]) -> torch.Tensor:
-        path = self.model_path
-        return _cached_model(str(path), path.stat().st_mtime_ns).embed(wavs, self.batch_size)
+        return _cached_model(self.model_path).embed(wavs, self.batch_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -582,31 +563,9 @@ def _train(config: SpeakerTrainConfig, run, stop_after_steps: int | None, baseli
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m workbench.verifiers.trained_speaker --profile cpu [--baseline resemblyzer] [key=value ...]`."""
-    import argparse
-    import json
-
-    import yaml
-
-    from workbench.config import PROFILE_NAMES, for_profile
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--profile", default="cpu", choices=PROFILE_NAMES)
-    parser.add_argument("--run-id")
-    parser.add_argument("--root")
-    parser.add_argument("--baseline", help="registered speaker verifier to evaluate on the same pairs")
-    parser.add_argument("--no-reuse", action="store_true")
-    parser.add_argument("overrides", nargs="*", help="config fields as key=value (value parsed as YAML)")
-    args = parser.parse_args(argv)
-    overrides = {}
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"override {item!r} is not key=value")
-        overrides[key] = yaml.safe_load(value)
-    config = for_profile(SpeakerTrainConfig, args.profile, **overrides)
-    result = train_speaker(config, run_id=args.run_id, root=args.root, reuse=not args.no_reuse, baseline=args.baseline)
-    print(json.dumps(result.to_dict(), indent=2, default=str))
-    return 0
+    return trained_models.training_main(
+        argv, description=main.__doc__, config_class=SpeakerTrainConfig, train=train_speaker,
+        options={"--baseline": "registered speaker verifier to evaluate on the same pairs"})
 
 
 if __name__ == "__main__":
