@@ -50,3 +50,39 @@ def smoke_pipeline(tmp_path_factory, mirror):
             else:
                 os.environ[key] = value
     return first, second, root / "reports"
+
+
+def _with_one_torch_thread():
+    """One torch thread while the fixture is live, then the previous count again: tiny models on a
+    shared 2-core box run faster with one thread (OpenMP threads spin against other processes)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for a test (a module opts in with `pytest.mark.usefixtures`)."""
+    yield from _with_one_torch_thread()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread_per_module():
+    """One torch thread for a whole module, its module-scoped fixtures included."""
+    yield from _with_one_torch_thread()
+
+
+@pytest.fixture
+def smoke_codec_model():
+    """An untrained smoke-profile workbench codec model, built after `torch.manual_seed(0)`."""
+    import torch
+
+    from workbench.codec.config import CodecConfig
+    from workbench.codec.model import build_model
+    from workbench.config import for_profile
+
+    torch.manual_seed(0)
+    return build_model(for_profile(CodecConfig, "smoke"))

@@ -7,26 +7,14 @@ import math
 import pytest
 import torch
 
-from workbench.codec.config import CodecConfig
-from workbench.config import for_profile
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
-def workbench_codec_file(tmp_path):
-    from workbench.codec.model import build_model
+def workbench_codec_file(tmp_path, smoke_codec_model):
     from workbench.codec.train import save_codec
 
-    torch.manual_seed(0)
-    model = build_model(for_profile(CodecConfig, "smoke"))
-    return save_codec(tmp_path / "run" / "codec.pt", model, step=0), model
+    return save_codec(tmp_path / "run" / "codec.pt", smoke_codec_model, step=0), smoke_codec_model
 
 
 def test_loads_a_workbench_codec_from_run_dir_or_file(workbench_codec_file):

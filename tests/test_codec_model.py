@@ -14,13 +14,7 @@ from workbench.codec.model import build_model
 from workbench.config import ConfigError, for_profile
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on shared, oversubscribed cores two threads are several times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(**overrides) -> CodecConfig:

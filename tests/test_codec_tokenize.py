@@ -8,25 +8,15 @@ import pytest
 import torch
 
 from test_codec_train import make_corpus
-from workbench.codec.config import CodecConfig
-from workbench.config import for_profile
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
-def codec():
+def codec(smoke_codec_model):
     from workbench.codec.interface import WorkbenchCodec
-    from workbench.codec.model import build_model
 
-    torch.manual_seed(0)
-    return WorkbenchCodec(build_model(for_profile(CodecConfig, "smoke")), source="tiny")
+    return WorkbenchCodec(smoke_codec_model, source="tiny")
 
 
 def test_tokenize_writes_shards_the_lm_reads(tmp_path, codec):

@@ -15,12 +15,7 @@ from workbench.config import for_profile
 KATHLEEN_TSV = Path("/work/shared/data/kathleen")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_corpus(folder: Path, n_train: int = 6, n_valid: int = 2, n_test: int = 2) -> Path:

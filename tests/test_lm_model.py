@@ -17,16 +17,7 @@ from workbench.lm.model import WORKBENCH_LM_FILE, build_llama_config, build_mode
 from workbench.lm.presets import CPU_LADDER, PAPER_SIZES, get_preset
 from workbench.lm.text_tokenizer import train_text_tokenizer
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core box: OpenMP threads spin against other processes and make a
-    # 10 ms step take 0.5 s. One thread is faster here and keeps timings stable.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")
 
 
 TEXTS = ["the cat sat on the mat", "a dog ran in the fog", "speech tokens follow the text"] * 4

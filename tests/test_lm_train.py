@@ -25,13 +25,7 @@ WORDS = "the a cat dog sat ran on in mat fog red big small quick brown fox jumps
 K = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models on a shared 2-core box: one thread avoids OpenMP spinning against other work.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")
 
 
 def synthetic_utterances(n: int, seed: int = 0, valid_every: int = 10) -> list[TokenizedUtterance]:

@@ -61,12 +61,7 @@ def _low_verifier() -> _CodeVerifier:
     return _CodeVerifier("test-low-codes", _low_fraction)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")
 
 
 @pytest.fixture(scope="module")

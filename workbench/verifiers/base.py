@@ -84,8 +84,13 @@ def register(name: str) -> Callable[[F], F]:
     """Register a verifier factory (a class or function taking keyword options) under `name`."""
 
     def decorator(factory: F) -> F:
-        if name in _REGISTRY and _REGISTRY[name] is not factory:
-            raise VerifierError(f"verifier name {name!r} is already registered to {_REGISTRY[name]!r}")
+        existing = _REGISTRY.get(name)
+        # The same definition met twice (a module run with `python -m` is imported once more as
+        # __main__) is not a clash; two different factories under one name are.
+        same = existing is not None and existing.__qualname__ == factory.__qualname__ and "__main__" in (
+            existing.__module__, factory.__module__)
+        if existing is not None and existing is not factory and not same:
+            raise VerifierError(f"verifier name {name!r} is already registered to {existing!r}")
         _REGISTRY[name] = factory
         return factory
 

@@ -247,7 +247,7 @@ _cached_model: trained_models.ModelCache[CTCRecognizer] = trained_models.ModelCa
 
 
 @register("workbench-asr")
-class WorkbenchASRVerifier(ASRVerifierBase):
+class WorkbenchASRVerifier(trained_models.TrainedModelVerifier, ASRVerifierBase):
     """Content verifier from the workbench's own CTC model: score = 1 - WER of its greedy
     transcript against the target text (shared normaliser). `model`: run directory or model file;
     None = newest finished `asr` run under `root` (default: $WORKBENCH_RUNS or ./runs).
@@ -255,21 +255,7 @@ class WorkbenchASRVerifier(ASRVerifierBase):
 
     name = "workbench-asr"
     sample_rate_hz = SAMPLE_RATE_HZ
-
-    def __init__(self, model: str | Path | None = None, root: str | Path | None = None, batch_size: int = 16) -> None:
-        if batch_size < 1:
-            raise VerifierError(f"workbench-asr: batch_size must be >= 1, got {batch_size}")
-        self.model = model
-        self.root = root
-        self.batch_size = batch_size
-        self._path: Path | None = None
-
-    @property
-    def model_path(self) -> Path:
-        """The model file in use (resolved once, so later runs do not change a live verifier)."""
-        if self._path is None:
-            self._path = resolve_model_path(self.model, self.root)
-        return self._path
+    resolve_model_path = staticmethod(resolve_model_path)
 
     def transcribe_prepared(self, wavs: list[torch.Tensor]) -> list[str]:
         network = _cached_model(self.model_path)

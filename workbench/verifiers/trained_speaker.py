@@ -166,27 +166,13 @@ _cached_model: trained_models.ModelCache[SpeakerEncoder] = trained_models.ModelC
 
 
 @register("workbench-speaker")
-class WorkbenchSpeakerVerifier(SpeakerVerifierBase):
+class WorkbenchSpeakerVerifier(trained_models.TrainedModelVerifier, SpeakerVerifierBase):
     """Cosine similarity of the workbench's own ECAPA-TDNN embeddings (audio vs prompt).
     `model`: run directory or model file; None = newest finished `speaker` run under `root`."""
 
     name = "workbench-speaker"
     sample_rate_hz = SAMPLE_RATE_HZ
-
-    def __init__(self, model: str | Path | None = None, root: str | Path | None = None, batch_size: int = 16) -> None:
-        super().__init__()
-        if batch_size < 1:
-            raise VerifierError(f"workbench-speaker: batch_size must be >= 1, got {batch_size}")
-        self.model = model
-        self.root = root
-        self.batch_size = batch_size
-        self._path: Path | None = None
-
-    @property
-    def model_path(self) -> Path:
-        if self._path is None:
-            self._path = resolve_model_path(self.model, self.root)
-        return self._path
+    resolve_model_path = staticmethod(resolve_model_path)
 
     def embed(self, wavs: list[torch.Tensor]) -> torch.Tensor:
         return _cached_model(self.model_path).embed(wavs, self.batch_size)
