@@ -30,6 +30,7 @@ sequences are a ~40-token prompt and 150-250 speech tokens.
 from __future__ import annotations
 
 import argparse
+import sys
 import math
 import os
 import random
@@ -40,6 +41,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ as a folder of scripts
+from timing import best_of  # noqa: E402
 
 CODEBOOK_SIZE = 1000
 FRAME_RATE_HZ = 50.0
@@ -155,13 +159,6 @@ def step_durations(stamps: list[float], warmup_steps: int, steps: int) -> list[f
     return [stamps[s] - stamps[s - 1] for s in range(warmup_steps, warmup_steps + steps)]
 
 
-def best_of(fn: Callable[[], Any], repeats: int) -> float:
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 # ---------------------------------------------------------------------------------------------

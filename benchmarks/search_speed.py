@@ -16,11 +16,16 @@ measured in the same run:
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ as a folder of scripts
+from timing import best_of  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -35,13 +40,6 @@ class Timing:
         return self.wall_s / self.baseline_s
 
 
-def _best_of(fn: Callable[[], object], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -94,8 +92,8 @@ def main(argv: list[str] | None = None) -> None:
                    .n_tokens_generated for s in range(8))
 
     batched()  # warm-up (first-call allocations)
-    t_seq = _best_of(sequential, args.repeats)
-    t_batch = _best_of(batched, args.repeats)
+    t_seq = best_of(sequential, args.repeats)
+    t_batch = best_of(batched, args.repeats)
 
     width, n_cont, m = 2, 4, args.step_tokens
     # A reference clip for speaker verifiers: 2 s of the (untrained) codec's audio.
@@ -160,10 +158,10 @@ def main(argv: list[str] | None = None) -> None:
         generate_speech_tokens(model, layout, [prompt], SamplingConfig(num_return_sequences=width * n_cont, seed=0,
                                                                        max_new_tokens=m))
 
-    t_plain = _best_of(plain_sampling, args.repeats)
+    t_plain = best_of(plain_sampling, args.repeats)
     t_beam_lm = timed_beam(decode=False)
     t_beam_decode = timed_beam(decode=True)
-    t_prefix = _best_of(beam_state, args.repeats)  # subtracted: building the beams is not the step
+    t_prefix = best_of(beam_state, args.repeats)  # subtracted: building the beams is not the step
     t_no_cache = timed_no_cache()
     timings = [
         Timing("best-of-8, one batched generate", t_batch, "8 sequential samples", t_seq),

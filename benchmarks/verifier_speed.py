@@ -14,6 +14,7 @@ It also prints pocketsphinx's corpus WER on the clips.
 from __future__ import annotations
 
 import argparse
+import sys
 import csv
 import time
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ import torch
 
 from workbench import verifiers
 from workbench.audio import load_audio, log_mel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ as a folder of scripts
+from timing import best_of  # noqa: E402
 
 DEFAULT_CORPUS = Path("/work/shared/data/kathleen")
 
@@ -44,13 +48,6 @@ class Timing:
         return self.audio_s / self.wall_s
 
 
-def _time_best(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:
@@ -71,7 +68,7 @@ def main() -> None:
 
     # Baseline: log-mel features of the same clips, one clip at a time like the verifiers.
     log_mel(clips[0].unsqueeze(0), rate)  # build the cached transform outside the timing
-    baseline_wall = _time_best(lambda: [log_mel(c.unsqueeze(0), rate) for c in clips], args.repeats)
+    baseline_wall = best_of(lambda: [log_mel(c.unsqueeze(0), rate) for c in clips], args.repeats)
     baseline = Timing("log-mel baseline", 0.0, baseline_wall, len(clips), audio_s)
 
     timings = [baseline]
@@ -87,7 +84,7 @@ def main() -> None:
         def run(verifier=verifier, kwargs=kwargs) -> None:  # type: ignore[no-untyped-def]
             results[:] = verifier.evaluate(clips, rate, **kwargs)
 
-        wall = _time_best(run, args.repeats)
+        wall = best_of(run, args.repeats)
         timings.append(Timing(name, first, wall, len(clips), audio_s))
         if name == "pocketsphinx":
             wer_value = verifiers.corpus_wer(texts, [r.transcript or "" for r in results])
