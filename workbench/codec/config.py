@@ -121,6 +121,13 @@ class CodecConfig:
     eval_max_s: float = 4.0  # valid utterances cropped to this length for the periodic eval
     num_threads: int | None = None  # torch threads; None leaves torch's default
     seed: int = 0
+    # --- fine-tuning a transformers X-codec2 checkpoint (see workbench.codec.hf_finetune) -------
+    # a local X-codec2 folder (save_pretrained) or hub id: train_codec then fine-tunes it instead
+    # of building a workbench model; the checkpoint's own rate, hop, codebook and widths are used
+    # (the model-shape fields and sample_rate above are ignored), the loop, losses and schedule
+    # are these
+    init_from: str = ""
+    finetune_train: str = "all"  # "all": all but the frozen semantic encoder; "decoder": codes fixed
 
     PROFILES: ClassVar[dict] = {
         "smoke": dict(
@@ -170,6 +177,11 @@ class CodecConfig:
         if self.decoder_resnet_layers and self.decoder_dim % 32:
             raise ConfigError(f"decoder_dim {self.decoder_dim} must be a multiple of 32 "
                               "(the X-codec2 ResNet blocks use GroupNorm with 32 groups)")
+        if self.finetune_train not in ("all", "decoder"):
+            raise ConfigError(f"finetune_train {self.finetune_train!r}: expected 'all' or 'decoder'")
+        if self.init_from and self.semantic_model_path:
+            raise ConfigError("init_from and semantic_model_path: an X-codec2 checkpoint brings its own "
+                              "semantic encoder; leave semantic_model_path unset when fine-tuning")
         if self.segment_s * self.sample_rate < 2 * self.hop_length:
             raise ConfigError(f"segment_s {self.segment_s} is shorter than two frames")
 

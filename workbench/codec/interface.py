@@ -12,7 +12,8 @@
 Loaders are kept in a registry (`CODEC_LOADERS`), tried in order; each says whether it
 recognises the path or id. Built in: ``workbench`` (a codec run directory, its ``codec.pt`` or
 ``checkpoint.pt``) and ``xcodec2-hf`` (a transformers X-codec2 checkpoint such as
-``HKUSTAudio/xcodec2-hf``, from a local directory or, where a hub is reachable, its id).
+``HKUSTAudio/xcodec2-hf``, from a local directory or, where a hub is reachable, its id; also the
+run directory of a fine-tuned X-codec2, ``CodecConfig.init_from``).
 """
 
 from __future__ import annotations
@@ -163,6 +164,9 @@ def _load_workbench(path_or_id: str, device: str) -> WorkbenchCodec:
     if "model" not in state or "config" not in state:
         raise ValueError(f"{file}: not a workbench codec checkpoint (keys {sorted(state)})")
     config = from_params(CodecConfig, state["config"])
+    if config.init_from:
+        raise ValueError(f"{file}: a fine-tuning checkpoint of the X-codec2 {config.init_from!r}; "
+                         f"load its run directory ({file.parent}) instead")
     model = build_model(config)
     model.load_state_dict(state["model"])
     return WorkbenchCodec(model, source=str(file), device=device)
@@ -195,7 +199,10 @@ def _load_xcodec2(path_or_id: str, device: str) -> HFXcodec2Codec:
 
 
 CODEC_LOADERS: list[CodecLoader] = [
-    CodecLoader("workbench", lambda p: _workbench_file(Path(p)) is not None, _load_workbench),
+    # a fine-tuned X-codec2 run directory holds checkpoint.pt too, but its codec is the
+    # save_pretrained folder (config.json of model_type xcodec2): that one is left to xcodec2-hf
+    CodecLoader("workbench", lambda p: _workbench_file(Path(p)) is not None and not _is_xcodec2_dir(Path(p)),
+                _load_workbench),
     CodecLoader("xcodec2-hf", lambda p: _is_xcodec2_dir(Path(p)) or _looks_like_hub_id(p), _load_xcodec2),
 ]
 

@@ -81,9 +81,10 @@ def train_or_load(study: CodecStudyConfig, profile: str, data_dir: Path) -> Trai
     run_id = f"{profile}-{Path(data_dir).name}-{config_hash(codec_config, 8)}"
     run_dir = runs_root() / "codec" / run_id
     meta = run_dir / "meta.json"
-    codec_path = run_dir / "codec.pt"
-    if meta.exists() and json.loads(meta.read_text()).get("status") == "finished" and codec_path.exists():
-        return TrainedCodec(path=str(codec_path), run_dir=run_dir, codec_config=codec_config)
+    # A workbench codec is saved as codec.pt; a fine-tuned X-codec2 as a transformers folder.
+    artifact = run_dir / "codec.pt" if (run_dir / "codec.pt").exists() else run_dir if (run_dir / "config.json").exists() else None
+    if meta.exists() and json.loads(meta.read_text()).get("status") == "finished" and artifact is not None:
+        return TrainedCodec(path=str(artifact), run_dir=run_dir, codec_config=codec_config)
     result = train_codec(codec_config, data_dir, run_id=run_id)
     return TrainedCodec(path=str(result.codec_path), run_dir=result.run_dir, codec_config=codec_config)
 

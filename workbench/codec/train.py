@@ -14,6 +14,14 @@ with the same ``run_id`` continues exactly where the last checkpoint left off: t
 ends with the same weights as an uninterrupted one (except under ``schedule_on_wall_time``,
 where the learning rate follows the measured wall time, which no two runs share). ``codec.pt``
 (config + model weights) is the inference artifact that `workbench.codec.load_codec` reads.
+
+Fine-tuning: with ``config.init_from`` (a local X-codec2 folder or hub id) the model is that
+transformers ``Xcodec2Model`` (`workbench.codec.hf_finetune`; the semantic encoder stays frozen,
+``finetune_train`` says what else trains) instead of a new workbench model; the loop, data,
+losses, checkpoints and resume are the same, at the checkpoint's own sample rate and hop. Its
+inference artifact is the ``save_pretrained`` folder written into the run directory itself
+(``config.json``, ``model.safetensors``, ``preprocessor_config.json``; no ``codec.pt``), so
+``load_codec(run_dir)`` returns the fine-tuned X-codec2 codec.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ RUN_KIND = "codec"
 @dataclass
 class CodecTrainResult:
     run_dir: Path
-    codec_path: Path  # codec.pt: what load_codec reads
+    codec_path: Path  # what load_codec reads: codec.pt, or the run dir itself for a fine-tuned X-codec2
     steps: int  # optimisation steps done in total (across resumes)
     completed: bool  # reached max_steps (False: stopped by the wall-time cap or stop_after_steps)
     train_wall_s: float  # training wall time in total (across resumes), excluding data loading
@@ -93,6 +101,19 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state(state["numpy"])
 
 
+def _model_state(model) -> dict:
+    """What checkpoint.pt keeps of the model (a fine-tuned X-codec2 leaves out its frozen semantic
+    encoder, which is reloaded from ``init_from``)."""
+    return model.checkpoint_state_dict() if hasattr(model, "checkpoint_state_dict") else model.state_dict()
+
+
+def _load_model_state(model, state: dict) -> None:
+    if hasattr(model, "load_checkpoint_state_dict"):
+        model.load_checkpoint_state_dict(state)
+    else:
+        model.load_state_dict(state)
+
+
 def save_codec(path: str | Path, model: CodecModel, step: int) -> Path:
     """Inference artifact: config and model weights only (the teacher is loaded from its path)."""
     return atomic_torch_save({"format": "workbench-codec/1", "config": to_dict(model.config),
@@ -136,23 +157,33 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
     valid_utts = corpus_utterances(data_dir, "valid")[: config.n_eval_utterances]
     if not train_utts:
         raise ValueError(f"{data_dir}: no utterances in the train split")
+    finetune = None
+    if config.init_from:  # load (and validate) before a run folder is made
+        from workbench.codec.hf_finetune import build_finetune_model, check_data_rate
+
+        finetune = build_finetune_model(config.init_from, config.finetune_train)
+        check_data_rate(train_utts, finetune.sample_rate, config.init_from)
+    # the model's own rate, hop and codebook (a fine-tuned checkpoint's, not the config's)
+    sample_rate = finetune.sample_rate if finetune is not None else config.sample_rate
+    fsq_levels = finetune.fsq_levels if finetune is not None else config.fsq_levels
 
     with start_run(RUN_KIND, config, run_id=run_id, root=root, seed=config.seed) as run:
         load_start = time.perf_counter()
-        train_audio = load_corpus_audio(train_utts, config.sample_rate)
-        valid_audio = load_corpus_audio(valid_utts, config.sample_rate, max_s=config.eval_max_s)
+        train_audio = load_corpus_audio(train_utts, sample_rate)
+        valid_audio = load_corpus_audio(valid_utts, sample_rate, max_s=config.eval_max_s)
         load_s = time.perf_counter() - load_start
 
         # construction order is fixed so that a fresh and a resumed run build identical modules
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         np.random.seed(config.seed)
-        model = build_model(config)
+        model = finetune if finetune is not None else build_model(config)
+        trainable = [p for p in model.parameters() if p.requires_grad]
         discriminators = (CodecDiscriminators(config.mpd_periods, config.mrsd_n_ffts, config.disc_channels)
                           if config.use_gan else None)
-        mel_loss = MultiScaleMelLoss(config.sample_rate, config.mel_n_ffts, config.mel_n_mels)
+        mel_loss = MultiScaleMelLoss(sample_rate, config.mel_n_ffts, config.mel_n_mels)
         stft_loss = MultiResolutionSTFTLoss(config.stft_n_ffts) if config.stft_loss_weight else None
-        opt_g = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=config.adam_betas,
+        opt_g = torch.optim.AdamW(trainable, lr=config.learning_rate, betas=config.adam_betas,
                                   weight_decay=config.weight_decay)
         clock = {"train_wall_s": 0.0}  # read by the wall-time schedule; updated every step
         wall_fraction = None
@@ -166,14 +197,14 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
             opt_d = torch.optim.AdamW(discriminators.parameters(), lr=config.disc_learning_rate,
                                       betas=config.adam_betas, weight_decay=config.weight_decay)
             sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, schedule)
-        sampler = CropSampler(train_audio.wavs, int(config.segment_s * config.sample_rate),
+        sampler = CropSampler(train_audio.wavs, int(config.segment_s * sample_rate),
                               config.batch_size, config.seed)
 
         step, train_wall_s = 0, 0.0
         checkpoint_path = run.dir / CHECKPOINT_NAME
         if checkpoint_path.exists():
             state = torch.load(checkpoint_path, weights_only=False)
-            model.load_state_dict(state["model"])
+            _load_model_state(model, state["model"])
             opt_g.load_state_dict(state["opt_g"])
             sched_g.load_state_dict(state["sched_g"])
             if discriminators is not None:
@@ -189,7 +220,7 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
         def save_checkpoint() -> None:
             atomic_torch_save({
                 "step": step, "train_wall_s": train_wall_s, "config": to_dict(config),
-                "model": model.state_dict(), "opt_g": opt_g.state_dict(), "sched_g": sched_g.state_dict(),
+                "model": _model_state(model), "opt_g": opt_g.state_dict(), "sched_g": sched_g.state_dict(),
                 "discriminators": discriminators.state_dict() if discriminators is not None else None,
                 "opt_d": opt_d.state_dict() if opt_d is not None else None,
                 "sched_d": sched_d.state_dict() if sched_d is not None else None,
@@ -198,7 +229,8 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
 
         n_params = count_parameters(model)
         if resumed_from == 0:
-            run.log(0, event="start", n_params=n_params, train_s=train_audio.duration_s,
+            run.log(0, event="start", n_params=n_params, n_trainable_params=sum(p.numel() for p in trainable),
+                    init_from=config.init_from or None, train_s=train_audio.duration_s,
                     n_train_utterances=len(train_utts), n_valid_utterances=len(valid_utts), load_s=load_s)
 
         model.train()
@@ -224,7 +256,7 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
                 loss_g = loss_g + config.stft_loss_weight * stft
                 metrics["stft_loss"] = stft.item()
             if config.code_entropy_weight:
-                entropy = codebook_entropy_loss(out.fsq_values, config.fsq_levels,
+                entropy = codebook_entropy_loss(out.fsq_values, fsq_levels,
                                                 config.code_entropy_temperature)
                 loss_g = loss_g + config.code_entropy_weight * entropy
                 metrics["code_entropy_loss"] = entropy.item()
@@ -254,7 +286,7 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
 
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip_norm)
             opt_g.step()
             sched_g.step()
             step += 1
@@ -279,14 +311,18 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
         bar.close()
 
         save_checkpoint()
-        codec_path = save_codec(run.dir / CODEC_NAME, model, step)
+        if finetune is not None:
+            codec_path = model.save_pretrained(run.dir)  # load_codec(run_dir) reads it as X-codec2
+        else:
+            codec_path = save_codec(run.dir / CODEC_NAME, model, step)
         valid = (evaluate_valid(model, valid_audio.wavs, mel_loss) if valid_audio.wavs
                  else ValidEval(float("nan"), float("nan"), 0))
         completed = step >= config.max_steps
         run.summary(steps=step, completed=completed, train_wall_s=train_wall_s, n_params=n_params,
                     final_train_mel_loss=last_mel, valid_mel_distance=valid.mel_distance,
-                    valid_codebook_usage=valid.codebook_usage, codebook_size=config.codebook_size,
-                    frame_rate_hz=config.frame_rate_hz, sample_rate=config.sample_rate)
+                    valid_codebook_usage=valid.codebook_usage, codebook_size=model.codebook_size,
+                    frame_rate_hz=sample_rate / model.hop_length, sample_rate=sample_rate,
+                    init_from=config.init_from or None)
         return CodecTrainResult(
             run_dir=run.dir, codec_path=codec_path, steps=step, completed=completed and not stopped,
             train_wall_s=train_wall_s, resumed_from_step=resumed_from, final_train_mel_loss=last_mel,
