@@ -116,6 +116,9 @@ def synthesize_by_size(table, texts: list[str], codec_path: str, *, seed: int = 
     from workbench.lm.generate import SamplingConfig, synthesize
     from workbench.lm.model import load_lm
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per size would clutter the report
     codec = load_codec(codec_path)
     rows = [{"text": text, **({"reference": reference[text]} if reference and text in reference else {})} for text in texts]
     for run in best_runs_by_size(table).itertuples():

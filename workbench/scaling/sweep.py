@@ -115,8 +115,13 @@ def sweep_points(config: SweepConfig, n_params_of: Any = None, data_key: str = "
 
 
 def _run_point(job: _PointJob) -> dict[str, Any]:
+    from transformers.utils import logging as hf_logging
+
     from workbench.lm.train import train_lm
 
+    # One line per finished point is the sweep's progress; transformers' per-save bars would
+    # bury it (the worker is a separate process, so this changes nothing for the caller).
+    hf_logging.disable_progress_bar()
     result = train_lm(job.train_config, job.shards_dir, run_id=job.run_id, root=job.root)
     return result.to_dict()
 
