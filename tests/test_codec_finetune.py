@@ -10,6 +10,7 @@ import torch
 
 from workbench.codec.config import CodecConfig
 from workbench.config import for_profile
+from tiny_models import tiny_xcodec2_model
 
 KATHLEEN = Path("/work/shared/data/kathleen/flac16k")
 SEGMENT_S = 0.3
@@ -23,20 +24,9 @@ def _tiny_pretrained_xcodec2(path: Path):
     wide, so every frame gets the same all-zero code, the decoder input is exactly zero and the
     decoder gets no gradient. Small random biases and a project_in standardised on a speech clip
     spread the codes (~30 of 64 used) as a real checkpoint's are."""
-    from transformers import Xcodec2Config, Xcodec2FeatureExtractor, Xcodec2Model
-
     from workbench.audio import load_audio
 
-    config = Xcodec2Config(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2, head_dim=16, encoder_hidden_size=4, quantization_dim=48,
-        quantization_levels=[4, 4, 4],
-        semantic_model_config={"model_type": "wav2vec2-bert", "hidden_size": 16, "num_hidden_layers": 1,
-                               "num_attention_heads": 2, "intermediate_size": 32, "output_hidden_size": 16},
-    )
-    torch.manual_seed(0)
-    model = Xcodec2Model(config).eval()
-    extractor = Xcodec2FeatureExtractor()
+    model, extractor = tiny_xcodec2_model()
     generator = torch.Generator().manual_seed(1)
     wav, _ = load_audio(str(KATHLEEN / "arctic_a0003.flac"), sample_rate=16000)
     with torch.no_grad():

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from tiny_models import tiny_xcodec2_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -46,20 +47,10 @@ def test_workbench_codec_resamples_input(workbench_codec_file):
 
 
 def _tiny_xcodec2(path):
-    from transformers import Xcodec2Config, Xcodec2FeatureExtractor, Xcodec2Model
-
-    config = Xcodec2Config(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2, head_dim=16, encoder_hidden_size=4, quantization_dim=48,
-        quantization_levels=[4, 4, 4],
-        semantic_model_config={"model_type": "wav2vec2-bert", "hidden_size": 16, "num_hidden_layers": 1,
-                               "num_attention_heads": 2, "intermediate_size": 32, "output_hidden_size": 16},
-    )
-    torch.manual_seed(0)
-    model = Xcodec2Model(config).eval()
+    model, extractor = tiny_xcodec2_model()
     model.save_pretrained(path)
-    Xcodec2FeatureExtractor().save_pretrained(path)
-    return model, Xcodec2FeatureExtractor()
+    extractor.save_pretrained(path)
+    return model, extractor
 
 
 def test_loads_a_transformers_xcodec2_checkpoint(tmp_path):

@@ -29,7 +29,6 @@ the run directory, which `workbench.codec.load_codec` then loads as an X-codec2 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -38,20 +37,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from workbench.codec.interface import is_xcodec2_dir
 from workbench.codec.model import CodecOutput
 
 SEMANTIC_PREFIX = "xcodec2.semantic_encoder."
 TRAIN_CHOICES = ("all", "decoder")
-
-
-def _is_local_xcodec2(path: Path) -> bool:
-    config = path / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        return json.loads(config.read_text()).get("model_type") == "xcodec2"
-    except json.JSONDecodeError:
-        return False
 
 
 def load_xcodec2_checkpoint(init_from: str):
@@ -60,7 +50,7 @@ def load_xcodec2_checkpoint(init_from: str):
 
     path = Path(init_from).expanduser()
     if path.exists():
-        if not path.is_dir() or not _is_local_xcodec2(path):
+        if not path.is_dir() or not is_xcodec2_dir(path):
             raise ValueError(f"init_from {init_from!r}: not an X-codec2 checkpoint folder (expected a "
                              "config.json with model_type 'xcodec2', as written by save_pretrained)")
         source = str(path)

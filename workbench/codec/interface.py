@@ -172,7 +172,8 @@ def _load_workbench(path_or_id: str, device: str) -> WorkbenchCodec:
     return WorkbenchCodec(model, source=str(file), device=device)
 
 
-def _is_xcodec2_dir(path: Path) -> bool:
+def is_xcodec2_dir(path: Path) -> bool:
+    """A local folder holding a transformers X-codec2 checkpoint (config.json says so)."""
     config = path / "config.json"
     if not config.is_file():
         return False
@@ -201,9 +202,9 @@ def _load_xcodec2(path_or_id: str, device: str) -> HFXcodec2Codec:
 CODEC_LOADERS: list[CodecLoader] = [
     # a fine-tuned X-codec2 run directory holds checkpoint.pt too, but its codec is the
     # save_pretrained folder (config.json of model_type xcodec2): that one is left to xcodec2-hf
-    CodecLoader("workbench", lambda p: _workbench_file(Path(p)) is not None and not _is_xcodec2_dir(Path(p)),
+    CodecLoader("workbench", lambda p: _workbench_file(Path(p)) is not None and not is_xcodec2_dir(Path(p)),
                 _load_workbench),
-    CodecLoader("xcodec2-hf", lambda p: _is_xcodec2_dir(Path(p)) or _looks_like_hub_id(p), _load_xcodec2),
+    CodecLoader("xcodec2-hf", lambda p: is_xcodec2_dir(Path(p)) or _looks_like_hub_id(p), _load_xcodec2),
 ]
 
 
