@@ -49,7 +49,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    from workbench.verifiers.setup import prepare_synth
+    from workbench.data.synth import prepare_synth
 
     report = prepare_synth(args.profile, sentences=args.sentences, data_dir=args.data_dir, progress=True)
     print(report.summary_line())
@@ -217,10 +217,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if frame.empty:
         print("no runs")
         return 0
-    with pd.option_context("display.max_columns", 20, "display.width", 200):
-        print(frame.drop(columns=["path"]).to_string(index=False) if not args.json else "")
     if args.json:
         print(json.dumps(frame.to_dict(orient="records"), default=str, indent=1))
+        return 0
+    with pd.option_context("display.max_columns", 20, "display.width", 200):
+        print(frame.drop(columns=["path"]).to_string(index=False))
     return 0
 
 

@@ -55,18 +55,6 @@ def codec_config_for(study: CodecStudyConfig, profile: str):
     return from_params(CodecConfig, study.train_overrides, base=base) if study.train_overrides else base
 
 
-def prepared_corpus(corpus: str, profile: str) -> Path:
-    """Folder of a corpus prepared with the profile's data settings (prepared now if missing;
-    reuses converted files)."""
-    from workbench.data.prepare import DataConfig, data_root, prepare_corpus
-
-    data_config = for_profile(DataConfig, profile, corpus=corpus)
-    folder = data_root() / data_config.dataset_name
-    if not (folder / "manifest.jsonl").exists():
-        prepare_corpus(data_config, progress=False)
-    return folder
-
-
 def train_or_load(study: CodecStudyConfig, profile: str, data_dir: Path) -> TrainedCodec:
     """Load `study.codec`, or train the profile's codec on `data_dir` under a deterministic run id
     (so a rerun resumes an interrupted training or reuses a finished one)."""

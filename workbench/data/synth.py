@@ -135,3 +135,25 @@ def synth_corpus(config: SynthConfig, out_dir: str | Path, sentences_path: str |
         f"({config.n_speakers} voices x {config.n_sentences} sentences).\n- Sentences: {sentences_path}.\n"
         "- Speakers: " + ", ".join(f"{s.speaker} (-v {s.voice} -p {s.pitch} -s {s.rate_wpm})" for s in speakers) + "\n"))
     return utterances
+
+
+def prepare_synth(profile: str, sentences: str | Path | None = None, data_dir: str | Path | None = None,
+                  progress: bool = False):
+    """Synthesise the profile's espeak-ng corpus (resumable) and prepare it as corpus "synth"."""
+    import os
+
+    from workbench.config import for_profile
+    from workbench.data.prepare import DataConfig, data_root, prepare_corpus
+
+    synth = for_profile(SynthConfig, profile if profile in SynthConfig.PROFILES else "cpu")
+    if sentences is None:
+        mirror = os.environ.get("WORKBENCH_DATA_MIRROR")
+        if not mirror:
+            raise FileNotFoundError("no sentence list given and WORKBENCH_DATA_MIRROR is not set "
+                                    "(the default is <mirror>/cmu_arctic/cmuarctic.data)")
+        sentences = Path(mirror) / "cmu_arctic" / "cmuarctic.data"
+    raw_dir = data_root(data_dir) / "raw" / f"synth-{synth.n_speakers}x{synth.n_sentences}"
+    synth_corpus(synth, raw_dir, sentences, progress=progress)
+    data_config = for_profile(DataConfig, profile, corpus="synth", source=str(raw_dir),
+                              n_test_speakers=max(1, synth.n_speakers // 6))
+    return prepare_corpus(data_config, root=data_dir, progress=progress)
