@@ -250,3 +250,22 @@ def test_init_from_checkpoint_starts_from_its_weights(shards, tmp_path):
     fresh = _weights(train_lm(tiny_config(max_steps=1, lr=1e-12, seed=1), shards, run_id="fresh",
                               root=tmp_path).model_dir)
     assert max(float((fresh[n] - a[n]).abs().max()) for n in a) > 1e-3
+
+
+def test_text_conditioning_gain_separates_reading_from_ignoring(shards, tmp_path):
+    """Codes here are a function of the text: training must make the model read it (a clear gain),
+    while a fresh model barely does, and identical texts give exactly zero."""
+    from workbench.data.token_shards import read_token_shards
+    from workbench.lm.diagnostics import text_conditioning_gain
+    from workbench.lm.model import build_model, load_lm
+
+    result = train_lm(tiny_config(token_budget=100_000, lr=5e-3), shards, run_id="reads", root=tmp_path)
+    trained = load_lm(result.model_dir)
+    _, utterances = read_token_shards(shards, split="valid")
+    reads = text_conditioning_gain(trained.model, trained.tokenizer, trained.layout, utterances)
+    fresh = build_model("cpu-0.1m", trained.layout, seed=3)
+    ignores = text_conditioning_gain(fresh, trained.tokenizer, trained.layout, utterances)
+    assert reads.n_utterances == 16 and reads.gain_nats > 0.5 and reads.fraction_better >= 0.9
+    assert abs(ignores.gain_nats) < 0.1 < reads.gain_nats - ignores.gain_nats
+    same_text = [TokenizedUtterance(u.utterance_id, u.speaker, "the cat", u.split, u.codes) for u in utterances]
+    assert text_conditioning_gain(trained.model, trained.tokenizer, trained.layout, same_text).gain_nats == pytest.approx(0.0, abs=1e-6)

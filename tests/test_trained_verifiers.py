@@ -1,7 +1,9 @@
 """The workbench's own verifiers: CTC ASR (`workbench-asr`) and ECAPA speaker encoder
 (`workbench-speaker`). Tiny models trained for seconds on real speech from the mirror: the loss
 falls, a tiny set is overfitted, save/load and checkpoint resume are exact, finished runs are
-reused, and the registered verifiers give finite scores of the right length."""
+reused, and the registered verifiers give finite scores of the right length. Lexicon beam
+decoding, the word LM and codec-domain augmentation are checked on synthetic scores and a tiny
+untrained codec."""
 
 from __future__ import annotations
 
@@ -14,13 +16,13 @@ import pytest
 import torch
 
 from workbench import verifiers
-from workbench.config import for_profile
+from workbench.config import config_hash, for_profile
 from workbench.data.manifest import Utterance, write_manifest
 from workbench.runs import read_metrics
 from workbench.verifiers import VerifierError
 from workbench.verifiers import train_asr as asr_train
 from workbench.verifiers import trained_asr, trained_speaker  # noqa: F401  (registers the verifiers)
-from workbench.verifiers.train_asr import ASRTrainConfig, load_clips, train_asr
+from workbench.verifiers.train_asr import ASRTrainConfig, is_codec_set, load_clips, parse_set_name, train_asr
 from workbench.verifiers.trained_speaker import SpeakerTrainConfig, equal_error_rate, train_speaker
 
 DATA = Path("/work/shared/data")
@@ -120,6 +122,15 @@ def test_asr_overfits_tiny_set_and_verifier_scores(tiny_data, workdirs) -> None:
     assert default.model_path == Path(result.model_path).resolve()
     # 8 kHz input is resampled; a batch of one works.
     assert len(default.evaluate([wavs[0][::2]], 8000, texts=texts[:1])) == 1
+    # Decoders: greedy and the lexicon alone also work; a model file without the run's word LM
+    # beside it fails loudly with the default decoder.
+    for decoder in ("greedy", "lexicon"):
+        assert len(verifiers.get("workbench-asr", model=result.run_dir, decoder=decoder).transcribe(wavs, 16000)) == 6
+    copy = trained_asr.save_model(trained_asr.load_model(result.run_dir), workdirs / "alone" / "m.pt")
+    with pytest.raises(VerifierError, match="words.arpa"):
+        verifiers.get("workbench-asr", model=copy).transcribe(wavs, 16000)
+    with pytest.raises(VerifierError, match="decoder"):
+        verifiers.get("workbench-asr", decoder="beam")
     # Same config again: the finished run is reused, not retrained.
     again = train_asr(config)
     assert again.reused and again.run_dir == result.run_dir and again.eval == result.eval
@@ -153,6 +164,103 @@ def test_verifiers_without_runs_fail_clearly(workdirs) -> None:
         verifiers.get("workbench-speaker").score(audio, 16000, prompts=audio[0])
     with pytest.raises(VerifierError, match="neither a model file"):
         verifiers.get("workbench-asr", model=workdirs / "nowhere").score(audio, 16000, texts=["a"])
+
+
+def _spelled_log_probs(frames: list[dict[str, float]]) -> torch.Tensor:
+    """(frames, vocab) log-probabilities: each frame's listed characters get their probability,
+    the rest of the mass is spread over the other symbols."""
+    vocab = trained_asr.ALPHABET
+    rows = []
+    for frame in frames:
+        rest = (1.0 - sum(frame.values())) / (len(vocab) - len(frame))
+        rows.append([frame.get(c, rest) for c in vocab])
+    return torch.tensor(rows).log()
+
+
+def test_lexicon_decoding_corrects_a_misspelling() -> None:
+    # "hello world" with the o's and the space doubtful: greedy reads "hellu wurld", which no
+    # dictionary holds; the lexicon search pays a little per frame and finds the words.
+    frames = [{c: 0.9} for c in "hel"] + [{"_": 0.9}, {"l": 0.9}, {"u": 0.5, "o": 0.4}, {" ": 0.9}, {"w": 0.9},
+                                          {"u": 0.5, "o": 0.4}] + [{c: 0.9} for c in "rld"]
+    log_probs = _spelled_log_probs(frames)
+    greedy = trained_asr.greedy_decode(log_probs[None], torch.tensor([len(frames)]))
+    assert greedy == ["hellu wurld"]
+    decode = trained_asr.lexicon_decoder()
+    assert decode([log_probs]) == ["hello world"]
+    assert trained_asr.lexicon_decoder() is decode  # built once per process
+    words = trained_asr.lexicon_words()
+    assert "hello" in words and "hellu" not in words and len(words) > 100_000
+    assert not any("(" in w or "." in w for w in words)
+
+
+def _read_arpa(path: Path) -> dict[tuple[str, ...], tuple[float, float]]:
+    """{ngram: (log10 prob, log10 backoff)} of an ARPA file."""
+    table, order = {}, 0
+    for line in path.read_text().splitlines():
+        if line.startswith("\\") and line.endswith("-grams:"):
+            order = int(line[1:line.index("-")])
+        elif order and line.strip() and not line.startswith("\\"):
+            fields = line.split("\t")
+            table[tuple(fields[1].split())] = (float(fields[0]), float(fields[2]) if len(fields) > 2 else 0.0)
+    return table
+
+
+def test_word_lm_is_normalised_and_loads(tmp_path) -> None:
+    texts = ["the cat sat", "the cat ran", "a dog sat", "the dog"]
+    path = trained_asr.write_word_lm(texts, tmp_path / "words.arpa", order=2)
+    table = _read_arpa(path)
+    seen = [g[0] for g in table if len(g) == 1 and g[0] not in ("<s>", "<unk>")]
+    n_unseen = len(set(trained_asr.lexicon_words()) - set(seen))
+    unk = 10 ** table[("<unk>",)][0]
+    # Unigrams, and each history's distribution (seen bigrams + back-off mass), sum to one.
+    assert sum(10 ** table[(w,)][0] for w in seen) + n_unseen * unk == pytest.approx(1.0, abs=1e-4)
+    for history in ("<s>", "the", "cat"):
+        bow = 10 ** table[(history,)][1]
+        total = sum(10 ** table[(history, w)][0] if (history, w) in table else bow * 10 ** table[(w,)][0]
+                    for w in seen) + n_unseen * bow * unk
+        assert total == pytest.approx(1.0, abs=1e-4), history
+    assert 10 ** table[("the", "cat")][0] > 10 ** table[("the", "dog")][0]
+    # KenLM reads it, and the LM picks the spelling that it has seen after "the".
+    decode = trained_asr.lexicon_decoder(lm_path=path, settings=trained_asr.LexiconDecoding(lm_weight=2.0))
+    frames = [{c: 0.9} for c in "the"] + [{" ": 0.9}, {"c": 0.9}, {"a": 0.5, "u": 0.45}, {"t": 0.9}]
+    assert decode([_spelled_log_probs(frames)]) == ["the cat"]
+
+
+def test_codec_set_names() -> None:
+    assert parse_set_name("kathleen:test@codec") == parse_set_name("kathleen:test") == ("kathleen", "test")
+    assert is_codec_set("kathleen:test@codec") and not is_codec_set("kathleen:test")
+    with pytest.raises(ValueError, match="need a codec"):
+        ASRTrainConfig(eval_sets=("kathleen:test@codec",))
+    with pytest.raises(ValueError, match="codec_sets"):
+        ASRTrainConfig(codec="x", codec_sets=("vctk:train",))
+    with pytest.raises(ValueError, match="plain set names"):
+        ASRTrainConfig(train_sets=("kathleen:train@codec",))
+    with pytest.raises(ValueError, match="corpus:split"):
+        ASRTrainConfig(eval_sets=("kathleen:tests@codec",))
+
+
+def test_codec_augmentation_doubles_the_named_set(tiny_data, workdirs, smoke_codec_model) -> None:
+    from workbench.codec.train import save_codec
+
+    codec = save_codec(workdirs / "codec" / "codec.pt", smoke_codec_model, step=0)
+    clips = load_clips("kathleen:train", tiny_data)[:2]
+    resynthesised = asr_train.resynthesize(clips, str(codec), progress=False)
+    assert [c.utterance_id for c in resynthesised] == [c.utterance_id + "@codec" for c in clips]
+    assert all(r.wav.shape == c.wav.shape and not torch.equal(r.wav, c.wav) for r, c in zip(resynthesised, clips))
+
+    config = _asr_config(tiny_data, codec=str(codec), train_sets=("kathleen:train", "vctk:train"),
+                         eval_sets=("kathleen:test", "kathleen:test@codec"), width=32, n_blocks=1, max_steps=2,
+                         max_eval_utterances=2, max_train_utterances=0)
+    result = train_asr(config)
+    start = next(m for m in read_metrics(result.run_dir) if m.get("event") == "start")
+    assert result.n_codec_utterances == 6  # the 6 Kathleen training clips, not VCTK's
+    n_vctk = len(load_clips("vctk:train", tiny_data))
+    assert result.n_train_utterances == start["n_train_features"] == 6 + n_vctk + 6
+    assert set(result.eval) == {"kathleen:valid", "kathleen:test", "kathleen:test@codec"}
+    assert all(e.lexicon_lm_wer is not None for e in result.eval.values())
+    assert (Path(result.run_dir) / trained_asr.WORD_LM_FILE).is_file()
+    # Another codec is another run.
+    assert config_hash(config) != config_hash(dataclasses.replace(config, codec=str(workdirs / "other")))
 
 
 def test_config_rejects_bad_set_names() -> None:

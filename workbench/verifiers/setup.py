@@ -16,14 +16,21 @@ def prepare_corpora(names: tuple[str, ...], profile: str) -> dict[str, str]:
     return {name: ensure_prepared(name, profile).name for name in names}
 
 
-def trained_verifier_configs(profile: str):
-    """(ASRTrainConfig, SpeakerTrainConfig) of the profile, on its prepared corpora."""
-    from workbench.verifiers.train_asr import ASRTrainConfig
+def trained_verifier_configs(profile: str, codec: str | None = None):
+    """(ASRTrainConfig, SpeakerTrainConfig) of the profile, on its prepared corpora. With `codec`
+    (anything `load_codec` accepts), the ASR also trains on Kathleen's training clips resynthesised
+    through it and is scored on the codec's resynthesis of the test set as well."""
+    from workbench.verifiers.train_asr import CODEC_SUFFIX, ASRTrainConfig
     from workbench.verifiers.trained_speaker import SpeakerTrainConfig
 
     folders = prepare_corpora(tuple(dict.fromkeys((*ASR_CORPORA, *SPEAKER_CORPORA))), profile)
     kathleen = folders["kathleen"]
+    eval_sets = (f"{kathleen}:test", f"{folders['vctk']}:all")
+    codec_fields = {}
+    if codec:
+        codec_fields = dict(codec=str(codec), codec_sets=(f"{kathleen}:train",))
+        eval_sets += (f"{kathleen}:test{CODEC_SUFFIX}",)
     asr = for_profile(ASRTrainConfig, profile, train_sets=tuple(f"{folders[c]}:train" for c in ASR_CORPORA),
-                      valid_set=f"{kathleen}:valid", eval_sets=(f"{kathleen}:test", f"{folders['vctk']}:all"))
+                      valid_set=f"{kathleen}:valid", eval_sets=eval_sets, **codec_fields)
     speaker = for_profile(SpeakerTrainConfig, profile, corpora=tuple(folders[c] for c in SPEAKER_CORPORA))
     return asr, speaker

@@ -19,9 +19,10 @@ Training lives in `workbench.verifiers.train_asr`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -91,6 +92,181 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, vocab: tuple[s
         chars = [vocab[i] for j, i in enumerate(ids) if i != 0 and (j == 0 or i != ids[j - 1])]
         texts.append(" ".join("".join(chars).split()))
     return texts
+
+
+# ---------------------------------------------------------------------------------------------
+# Lexicon-constrained beam search
+
+# "greedy": best path, may misspell; "lexicon": beam search over dictionary words;
+# "lexicon-lm": the same plus the run's word n-gram LM (`WORD_LM_FILE` beside the model).
+DECODERS = ("greedy", "lexicon", "lexicon-lm")
+WORD_LM_FILE = "words.arpa"
+
+
+@dataclass(frozen=True)
+class LexiconDecoding:
+    """Beam-search settings (flashlight's LexiconDecoder through torchaudio; scores are natural
+    log-probabilities, `lm_weight` scales the LM's, `word_score` is added per word)."""
+
+    # Tuned on kathleen:valid, original and codec-resynthesised (28 clips each): a wider beam
+    # (64 / 12 / 30) changed no WER by more than a word or two at half the speed.
+    beam_size: int = 32
+    beam_size_token: int = 8  # letters tried per frame
+    beam_threshold: float = 20.0  # hypotheses this far below the best are pruned
+    lm_weight: float = 1.0  # ignored without an LM
+    # A word costs a little: the model often drops spaces, and splitting into short words
+    # was the lexicon search's commonest error.
+    word_score: float = -1.0
+
+
+def cmudict_path() -> Path:
+    """The CMU pronouncing dictionary that ships inside the pocketsphinx wheel."""
+    import pocketsphinx
+
+    return Path(pocketsphinx.get_model_path()) / "en-us" / "cmudict-en-us.dict"
+
+
+@functools.lru_cache(maxsize=4)
+def lexicon_words(vocab: tuple[str, ...] = ALPHABET) -> tuple[str, ...]:
+    """Sorted headwords of the CMU dictionary that `vocab` can spell ("word(2)" variants and
+    words with other characters, e.g. "a.m.", dropped). Read once per process."""
+    letters = set(vocab) - {BLANK, " "}
+    words = set()
+    with open(cmudict_path(), encoding="utf-8") as handle:
+        for line in handle:
+            word = line.split(" ", 1)[0]
+            if word and set(word) <= letters:
+                words.add(word)
+    return tuple(sorted(words))
+
+
+class LexiconDecoder:
+    """Per-clip log-probabilities -> transcripts made of `lexicon_words` only, optionally scored
+    by a word LM (ARPA file). Build through `lexicon_decoder`, which caches one per setting."""
+
+    def __init__(self, vocab: tuple[str, ...], lm_path: str | None, settings: LexiconDecoding) -> None:
+        import tempfile
+
+        from torchaudio.models.decoder import ctc_decoder
+
+        if " " not in vocab:
+            raise ValueError(f"lexicon decoding needs the word separator ' ' in the vocabulary, got {vocab!r}")
+        # The lexicon file is whitespace-separated, so the separator is written as "|".
+        self.tokens = [("|" if c == " " else c) for c in vocab]
+        self.separator = vocab.index(" ")
+        with tempfile.NamedTemporaryFile("w", suffix=".lex", encoding="utf-8") as lexicon:
+            # Every word ends with the separator, so a word can only end at a space.
+            lexicon.writelines(f"{w}\t{' '.join(w)} |\n" for w in lexicon_words(vocab))
+            lexicon.flush()
+            self._decoder = ctc_decoder(lexicon.name, self.tokens, lm=lm_path, beam_size=settings.beam_size,
+                                        beam_size_token=settings.beam_size_token,
+                                        beam_threshold=settings.beam_threshold, lm_weight=settings.lm_weight,
+                                        word_score=settings.word_score, blank_token=BLANK, sil_token="|")
+
+    def __call__(self, log_probs: list[torch.Tensor]) -> list[str]:
+        texts = []
+        for lp in log_probs:
+            # One extra frame that is surely the separator, so the last word ends even when the
+            # model emits no trailing space (a word only completes at its separator).
+            end = torch.full((1, lp.shape[-1]), -1e4)
+            end[0, self.separator] = 0.0
+            emissions = torch.cat([lp.float().cpu(), end])[None].contiguous()
+            best = self._decoder(emissions, torch.tensor([emissions.shape[1]]))[0]
+            texts.append(" ".join(best[0].words) if best else "")
+        return texts
+
+
+def lexicon_decoder(vocab: tuple[str, ...] = ALPHABET, lm_path: str | Path | None = None,
+                    settings: LexiconDecoding = LexiconDecoding()) -> LexiconDecoder:
+    """A `LexiconDecoder`, cached per process by (vocab, LM file and its modification time,
+    settings): building one spells ~125k words into a trie and reads the LM (2-3 s)."""
+    if lm_path is None:
+        return _lexicon_decoder(vocab, None, 0, settings)
+    lm = Path(lm_path)
+    if not lm.is_file():
+        raise VerifierError(f"word LM {str(lm)!r} not found")
+    return _lexicon_decoder(vocab, str(lm.resolve()), lm.stat().st_mtime_ns, settings)
+
+
+@functools.lru_cache(maxsize=8)
+def _lexicon_decoder(vocab: tuple[str, ...], lm_path: str | None, mtime_ns: int,  # noqa: ARG001 - keys
+                     settings: LexiconDecoding) -> LexiconDecoder:
+    return LexiconDecoder(vocab, lm_path, settings)
+
+
+def write_word_lm(texts: Iterable[str], path: str | Path, order: int = 3, discount: float = 0.7,
+                  vocab: tuple[str, ...] = ALPHABET) -> Path:
+    """Write a word n-gram LM of normalised `texts` as an ARPA file (what KenLM reads), atomically.
+
+    Interpolated absolute discounting (Ney et al. 1994): p(w|h) = max(c(hw) - D, 0) / c(h) +
+    bow(h) p(w|h'), bow(h) = D * (distinct words after h) / c(h); stored as ARPA back-off, which
+    holds exactly for interpolated models. Unigrams are maximum likelihood scaled by 1 - n1/N, and
+    the Good-Turing mass of unseen words, n1/N, is spread over the lexicon's unseen words as the
+    probability of <unk> (what the decoder scores a dictionary word the texts never used with).
+    """
+    import math
+    from collections import Counter
+
+    if order < 1 or not 0.0 < discount < 1.0:
+        raise ValueError(f"write_word_lm: order {order} must be >= 1 and discount {discount} in (0, 1)")
+    counts: list[Counter] = [Counter() for _ in range(order + 1)]  # counts[n][ngram tuple]
+    for text in texts:
+        words = ["<s>", *text.split(), "</s>"]
+        for n in range(1, order + 1):
+            for i in range(len(words) - n + 1):
+                if n > 1 or words[i] != "<s>":
+                    counts[n][tuple(words[i:i + n])] += 1
+    if not counts[1]:
+        raise ValueError("write_word_lm: no words in the texts")
+    total = sum(counts[1].values())
+    unseen_mass = max(sum(1 for c in counts[1].values() if c == 1), 1) / total
+    n_unseen = max(len(set(lexicon_words(vocab)) - {w for (w,) in counts[1]}), 1)
+    # History statistics: total count and distinct continuations of each (n-1)-gram context.
+    context_total = [Counter() for _ in range(order + 1)]
+    context_types = [Counter() for _ in range(order + 1)]
+    for n in range(2, order + 1):
+        for gram, c in counts[n].items():
+            context_total[n][gram[:-1]] += c
+            context_types[n][gram[:-1]] += 1
+
+    def backoff(gram: tuple[str, ...]) -> float:  # bow of a context, 1 where it never is one
+        n = len(gram) + 1
+        if n > order or gram not in context_total[n]:
+            return 1.0
+        return discount * context_types[n][gram] / context_total[n][gram]
+
+    probs: dict[tuple[str, ...], float] = {}
+
+    def prob(gram: tuple[str, ...]) -> float:
+        if gram in probs:
+            return probs[gram]
+        if len(gram) == 1:
+            return (1 - unseen_mass) * counts[1].get(gram, 0) / total or unseen_mass / n_unseen
+        lower = prob(gram[1:])
+        c = counts[len(gram)].get(gram, 0)
+        history = context_total[len(gram)].get(gram[:-1], 0)
+        if history == 0:
+            return lower
+        return max(c - discount, 0.0) / history + backoff(gram[:-1]) * lower
+
+    for n in range(1, order + 1):
+        for gram in counts[n]:
+            probs[gram] = prob(gram)
+    lines = ["", "\\data\\", f"ngram 1={len(counts[1]) + 2}"]
+    lines += [f"ngram {n}={len(counts[n])}" for n in range(2, order + 1)]
+    for n in range(1, order + 1):
+        lines += ["", f"\\{n}-grams:"]
+        if n == 1:
+            # <s> is only ever a context; <unk> stands for every unseen dictionary word.
+            lines.append(f"-99\t<s>\t{math.log10(backoff(('<s>',))):.6f}")
+            lines.append(f"{math.log10(unseen_mass / n_unseen):.6f}\t<unk>")
+        for gram in sorted(counts[n]):
+            bow = f"\t{math.log10(backoff(gram)):.6f}" if n < order and gram in context_total[n + 1] else ""
+            lines.append(f"{math.log10(probs[gram]):.6f}\t{' '.join(gram)}{bow}")
+    lines += ["", "\\end\\", ""]
+    from workbench.atomic import atomic_write_text
+
+    return atomic_write_text(Path(path), "\n".join(lines))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,23 +357,32 @@ class CTCRecognizer(nn.Module):
         return self.head(self.out_norm(x)).log_softmax(dim=-1), out_lengths
 
     @torch.no_grad()
-    def transcribe(self, wavs: list[torch.Tensor], batch_size: int = 16) -> list[str]:
-        """Greedy transcripts of 1-D 16 kHz waveforms (normalised text: lowercase, no punctuation)."""
+    def log_probs_of(self, wavs: list[torch.Tensor], batch_size: int = 16) -> list[torch.Tensor]:
+        """Per-clip (frames, vocab) log-probabilities of 1-D 16 kHz waveforms, in input order."""
         was_training = self.training
         self.eval()
         try:
             # Sort by length so each padded batch wastes little compute; restore the order after.
             order = sorted(range(len(wavs)), key=lambda i: wavs[i].numel())
-            out: list[str] = [""] * len(wavs)
+            out: list[torch.Tensor] = [torch.empty(0)] * len(wavs)
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
                 features, lengths = pad_features([log_mel_features(wavs[i], self.spec) for i in idx])
                 log_probs, out_lengths = self(features, lengths)
-                for i, text in zip(idx, greedy_decode(log_probs, out_lengths, self.spec.vocab)):
-                    out[i] = text
+                for row, i in enumerate(idx):
+                    out[i] = log_probs[row, :out_lengths[row]]
             return out
         finally:
             self.train(was_training)
+
+    def transcribe(self, wavs: list[torch.Tensor], batch_size: int = 16,
+                   decode: Callable[[list[torch.Tensor]], list[str]] | None = None) -> list[str]:
+        """Transcripts (normalised text: lowercase, no punctuation) of 1-D 16 kHz waveforms;
+        `decode` maps per-clip log-probabilities to texts (default: greedy)."""
+        log_probs = self.log_probs_of(wavs, batch_size)
+        if decode is not None:
+            return decode(log_probs)
+        return [greedy_decode(lp[None], torch.tensor([lp.shape[0]]), self.spec.vocab)[0] for lp in log_probs]
 
 
 def n_parameters(model: nn.Module) -> int:
@@ -248,15 +433,33 @@ _cached_model: trained_models.ModelCache[CTCRecognizer] = trained_models.ModelCa
 
 @register("workbench-asr")
 class WorkbenchASRVerifier(trained_models.TrainedModelVerifier, ASRVerifierBase):
-    """Content verifier from the workbench's own CTC model: score = 1 - WER of its greedy
-    transcript against the target text (shared normaliser). `model`: run directory or model file;
-    None = newest finished `asr` run under `root` (default: $WORKBENCH_RUNS or ./runs).
-    The model loads on first use and is cached per process."""
+    """Content verifier from the workbench's own CTC model: score = 1 - WER of its transcript
+    against the target text (shared normaliser). `model`: run directory or model file; None =
+    newest finished `asr` run under `root` (default: $WORKBENCH_RUNS or ./runs). `decoder`: one of
+    `DECODERS`; "lexicon-lm" needs the run's `words.arpa` beside the model file (runs trained
+    before it existed: pass "lexicon" or "greedy"). Model and decoder load on first use and are
+    cached per process."""
 
     name = "workbench-asr"
     sample_rate_hz = SAMPLE_RATE_HZ
     resolve_model_path = staticmethod(resolve_model_path)
 
+    def __init__(self, model: str | Path | None = None, root: str | Path | None = None, batch_size: int = 16,
+                 decoder: str = "lexicon-lm", decoding: LexiconDecoding = LexiconDecoding()) -> None:
+        super().__init__(model, root, batch_size)
+        if decoder not in DECODERS:
+            raise VerifierError(f"{self.name}: decoder {decoder!r} is not one of {DECODERS}")
+        self.decoder = decoder
+        self.decoding = decoding
+
     def transcribe_prepared(self, wavs: list[torch.Tensor]) -> list[str]:
         network = _cached_model(self.model_path)
-        return network.transcribe(wavs, batch_size=self.batch_size)
+        decode = None
+        if self.decoder != "greedy":
+            lm = self.model_path.parent / WORD_LM_FILE if self.decoder == "lexicon-lm" else None
+            if lm is not None and not lm.is_file():
+                raise VerifierError(f"{self.name}: decoder 'lexicon-lm' needs {lm} (the run's word LM; "
+                                    "runs trained before it existed lack it): retrain, or pass "
+                                    "decoder='lexicon' or 'greedy'")
+            decode = lexicon_decoder(network.spec.vocab, lm, self.decoding)
+        return network.transcribe(wavs, batch_size=self.batch_size, decode=decode)
