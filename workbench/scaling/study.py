@@ -133,6 +133,26 @@ def synthesize_by_size(table, texts: list[str], codec_path: str, *, seed: int = 
     return rows
 
 
+def text_gain_by_size(table, utterances, max_utterances: int = 32):
+    """Text-conditioning gain (`workbench.lm.diagnostics`) of the most-trained model of each size
+    on held-out utterances: how much the speech loss rises under another utterance's transcript.
+    Near zero: the model continues audio without reading the text, so search on WER has nothing
+    to select from."""
+    import pandas as pd
+
+    from workbench.lm.diagnostics import text_conditioning_gain
+    from workbench.lm.model import load_lm
+
+    rows = []
+    for run in best_runs_by_size(table).itertuples():
+        lm = load_lm(run.model_dir)
+        gain = text_conditioning_gain(lm.model, lm.tokenizer, lm.layout, utterances, max_utterances=max_utterances)
+        rows.append({"preset": run.preset, "tokens_seen": run.tokens_seen, "loss_own_text": gain.loss_right,
+                     "loss_other_text": gain.loss_wrong, "text_gain_nats": gain.gain_nats,
+                     "fraction_own_text_better": gain.fraction_better, "n_utterances": gain.n_utterances})
+    return pd.DataFrame(rows)
+
+
 def size_columns(table) -> list[str]:
     return list(best_runs_by_size(table)["preset"])
 

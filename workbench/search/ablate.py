@@ -169,6 +169,7 @@ class AblationResult:
     complete: bool  # False when the time limit stopped the run early
     notes: list[str] = field(default_factory=list)  # fallbacks and other messages
     wall_s: float = 0.0
+    lm_text_gain: Any = None  # workbench.lm.diagnostics.TextGain of the LM on the held-out split
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,6 +316,31 @@ def held_out_items(config: AblationConfig) -> list[HeldOut]:
     return items
 
 
+TEXT_GAIN_FLOOR_NATS = 0.05
+"""Below this text-conditioning gain the LM is reported as not reading its text."""
+
+
+def lm_text_gain(lm: Any, codec: Any, config: AblationConfig, max_utterances: int = 16):
+    """`workbench.lm.diagnostics.text_conditioning_gain` of the LM on up to `max_utterances`
+    utterances of the held-out split, encoded with the search codec: whether WER search has
+    anything to select from."""
+    from workbench.audio import load_audio
+    from workbench.data.manifest import read_manifest
+    from workbench.data.token_shards import TokenizedUtterance
+    from workbench.lm.diagnostics import text_conditioning_gain
+
+    folder = corpus_dir(config.corpus)
+    root = folder.parent if folder.suffix == ".jsonl" else folder
+    chosen = sorted((u for u in read_manifest(folder) if u.split == config.split),
+                    key=lambda u: u.utterance_id)[:max_utterances]
+    encoded = []
+    for u in chosen:
+        wav, _ = load_audio(u.resolve(root), int(codec.sample_rate))
+        encoded.append(TokenizedUtterance(u.utterance_id, u.speaker, u.text, u.split,
+                                          codec.encode(wav[:1], int(codec.sample_rate))[0]))
+    return text_conditioning_gain(lm.model, lm.tokenizer, lm.layout, encoded)
+
+
 # ---------------------------------------------------------------------------------------------
 # Results file
 
@@ -395,6 +421,21 @@ class _Metrics:
         return self.cache[key] if raw else self.cache[(name + "#score", key[1])]
 
 
+def search_codec_path(config: AblationConfig) -> str:
+    """The codec the ablation decodes with: `codec_path`, else the one the LM checkpoint records."""
+    import json
+
+    from workbench.lm.model import WORKBENCH_LM_FILE
+
+    if config.codec_path:
+        return config.codec_path
+    meta_file = Path(config.lm_path) / WORKBENCH_LM_FILE
+    codec = (json.loads(meta_file.read_text()).get("codec") or {}) if meta_file.is_file() else {}
+    if not codec.get("codec"):
+        raise ValueError(f"no codec: set AblationConfig.codec_path ({meta_file} records none)")
+    return str(codec["codec"])
+
+
 def run_ablation(config: AblationConfig, *, run_id: str | None = None, root: str | Path | None = None,
                  progress: bool = True, lm: Any = None, codec: Any = None) -> AblationResult:
     """Run (or resume, with the same `run_id`) the ablation; see the module docstring.
@@ -418,10 +459,7 @@ def run_ablation(config: AblationConfig, *, run_id: str | None = None, root: str
             raise ValueError("AblationConfig.lm_path is empty: give the LM checkpoint folder to search with")
         lm = load_lm(config.lm_path)
     if codec is None:
-        path = config.codec_path or (lm.codec.codec if lm.codec is not None else "")
-        if not path:
-            raise ValueError("no codec: set AblationConfig.codec_path (the LM checkpoint records none)")
-        codec = load_codec(path)
+        codec = load_codec(search_codec_path(config))
     if codec.codebook_size != lm.layout.codebook_size:
         raise ValueError(f"codec has {codec.codebook_size} codes, LM layout {lm.layout.codebook_size}")
     model = lm.model.eval()
@@ -434,6 +472,11 @@ def run_ablation(config: AblationConfig, *, run_id: str | None = None, root: str
     search_cache: dict[str, Any] = {}
     arm_verifiers = {arm.verifier: search_verifiers_for(arm.verifier, search_cache) for arm in arms}
     metrics = _Metrics(config, int(codec.sample_rate), notes, search_cache)
+    text_gain = lm_text_gain(lm, codec, config)
+    if text_gain.gain_nats < TEXT_GAIN_FLOOR_NATS:
+        notes.append(f"the LM barely reads its text: its speech loss on {text_gain.n_utterances} held-out "
+                     f"utterances rises only {text_gain.gain_nats:.3f} nats/token under another transcript "
+                     "(workbench.lm.diagnostics), so search on WER has little to select from")
     for note in notes:
         print(f"[search ablate] {note}", file=sys.stderr, flush=True)
 
@@ -517,9 +560,11 @@ def run_ablation(config: AblationConfig, *, run_id: str | None = None, root: str
             notes.append(f"time limit {config.time_limit_s:.0f} s reached: {len(rows)} of {total} rows done; "
                          "relaunch with the same run id to continue")
         run.summary(n_rows=len(rows), n_rows_planned=total, n_new_rows=n_new, complete=complete,
-                    results_csv=str(results_csv), arms=[a.name for a in arms], notes=notes, wall_s=wall_s)
+                    results_csv=str(results_csv), arms=[a.name for a in arms], notes=notes, wall_s=wall_s,
+                    lm_text_gain_nats=text_gain.gain_nats, lm_text_gain_fraction_better=text_gain.fraction_better)
         return AblationResult(run_dir=run.dir, results_csv=results_csv, rows=rows, n_new_rows=n_new,
-                              n_skipped_rows=n_skipped, complete=complete, notes=notes, wall_s=wall_s)
+                              n_skipped_rows=n_skipped, complete=complete, notes=notes, wall_s=wall_s,
+                              lm_text_gain=text_gain)
 
 
 # ---------------------------------------------------------------------------------------------
