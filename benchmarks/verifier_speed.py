@@ -6,9 +6,11 @@ speed against two baselines measured in the same run on the same clips:
   - real time: audio seconds scored per wall-clock second (>1 means faster than real time);
   - log-mel: `workbench.audio.log_mel` over the same clips, the cheapest full pass over the audio,
     so "x log-mel" says how many feature passes one verifier call costs.
-It also prints pocketsphinx's corpus WER on the clips.
+It also prints each ASR's corpus WER on the clips. With `--workbench-asr RUN_DIR` the workbench's
+own CTC recogniser is timed with each decoder (greedy; dictionary beam search; beam search plus
+the run's word LM), so the cost of the better decoders is a ratio against greedy, same run.
 
-    .venv/bin/python benchmarks/verifier_speed.py --n-clips 10
+    .venv/bin/python benchmarks/verifier_speed.py --n-clips 10 [--workbench-asr runs/asr/<id>]
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="folder with transcripts.tsv")
     parser.add_argument("--n-clips", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=1, help="timed passes; the fastest is reported")
+    parser.add_argument("--workbench-asr", help="an asr run directory (or model.pt) to time with each decoder")
     args = parser.parse_args()
 
     with open(args.corpus / "transcripts.tsv", newline="") as handle:
@@ -72,9 +75,14 @@ def main() -> None:
     baseline = Timing("log-mel baseline", 0.0, baseline_wall, len(clips), audio_s)
 
     timings = [baseline]
-    wer_value = float("nan")
-    for name, kwargs in (("pocketsphinx", {"texts": texts}), ("resemblyzer", {"prompts": prompt}), ("dnsmos", {})):
-        verifier = verifiers.get(name)
+    wers: dict[str, float] = {}
+    candidates = [("pocketsphinx", "pocketsphinx", {}, {"texts": texts}), ("resemblyzer", "resemblyzer", {}, {"prompts": prompt}),
+                  ("dnsmos", "dnsmos", {}, {})]
+    if args.workbench_asr:
+        candidates += [(f"workbench-asr/{d}", "workbench-asr", {"model": args.workbench_asr, "decoder": d}, {"texts": texts})
+                       for d in ("greedy", "lexicon", "lexicon-lm")]
+    for label, name, options, kwargs in candidates:
+        verifier = verifiers.get(name, **options)
         first_kwargs = {k: (v[:1] if k == "texts" else v) for k, v in kwargs.items()}
         start = time.perf_counter()
         verifier.evaluate(clips[:1], rate, **first_kwargs)  # model load and first-call warm-up
@@ -85,16 +93,21 @@ def main() -> None:
             results[:] = verifier.evaluate(clips, rate, **kwargs)
 
         wall = best_of(run, args.repeats)
-        timings.append(Timing(name, first, wall, len(clips), audio_s))
-        if name == "pocketsphinx":
-            wer_value = verifiers.corpus_wer(texts, [r.transcript or "" for r in results])
+        timings.append(Timing(label, first, wall, len(clips), audio_s))
+        if "texts" in kwargs:
+            wers[label] = verifiers.corpus_wer(texts, [r.transcript or "" for r in results])
 
-    print(f"\n{'verifier':<18} {'first call s':>12} {'clips/s':>9} {'x real time':>12} {'x log-mel':>10}")
+    print(f"\n{'verifier':<26} {'first call s':>12} {'clips/s':>9} {'x real time':>12} {'x log-mel':>10}")
     for t in timings:
-        print(f"{t.name:<18} {t.first_call_s:>12.2f} {t.clips_per_s:>9.2f} {t.speed_x_real_time:>12.2f} "
+        print(f"{t.name:<26} {t.first_call_s:>12.2f} {t.clips_per_s:>9.2f} {t.speed_x_real_time:>12.2f} "
               f"{t.clips_per_s / baseline.clips_per_s:>10.4f}")
     print("\nx real time = audio seconds scored per wall second (baseline 1.0 = real time; RTF = 1 / this)")
-    print(f"pocketsphinx corpus WER on these {len(clips)} clips: {wer_value:.3f}")
+    for label, value in wers.items():
+        print(f"{label} corpus WER on these {len(clips)} clips: {value:.3f}")
+    greedy = next((t for t in timings if t.name == "workbench-asr/greedy"), None)
+    for t in timings:
+        if greedy is not None and t.name.startswith("workbench-asr/") and t is not greedy:
+            print(f"{t.name}: {greedy.clips_per_s / t.clips_per_s:.2f}x the time of greedy decoding")
 
 
 if __name__ == "__main__":

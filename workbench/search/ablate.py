@@ -405,6 +405,11 @@ class _Metrics:
         for name in set(check_map.values()):
             self.verifiers[name] = load_check_verifier(name, sample_rate, notes)
 
+    def model_files(self) -> dict[str, str]:
+        """The trained model file behind each check verifier that has one (which run it read)."""
+        return {name: str(v.model_path) for name, v in self.verifiers.items()
+                if v is not None and getattr(v, "model_path", None) is not None}
+
     def value(self, name: str, wav: Any, codes: Any, text: str, reference: Any, raw: bool) -> float:
         """`raw` metric (WER, cosine, MOS) or score of verifier `name` on `wav`; NaN when the
         verifier is unavailable or the clip is empty."""
@@ -561,7 +566,8 @@ def run_ablation(config: AblationConfig, *, run_id: str | None = None, root: str
                          "relaunch with the same run id to continue")
         run.summary(n_rows=len(rows), n_rows_planned=total, n_new_rows=n_new, complete=complete,
                     results_csv=str(results_csv), arms=[a.name for a in arms], notes=notes, wall_s=wall_s,
-                    lm_text_gain_nats=text_gain.gain_nats, lm_text_gain_fraction_better=text_gain.fraction_better)
+                    lm_text_gain_nats=text_gain.gain_nats, lm_text_gain_fraction_better=text_gain.fraction_better,
+                    check_models=metrics.model_files())
         return AblationResult(run_dir=run.dir, results_csv=results_csv, rows=rows, n_new_rows=n_new,
                               n_skipped_rows=n_skipped, complete=complete, notes=notes, wall_s=wall_s,
                               lm_text_gain=text_gain)
