@@ -396,6 +396,7 @@ def _train(config: ASRTrainConfig, run, stop_after_steps: int | None) -> None:
 
     from workbench.atomic import atomic_torch_save
     from workbench.audio import resample
+    from workbench.verifiers import trained_models
     from workbench.verifiers.text import normalize_text
     from workbench.verifiers.trained_asr import (WORD_LM_FILE, CTCRecognizer, encode_text, lexicon_decoder,
                                                  log_mel_features, n_parameters, pad_features, save_model,
@@ -542,11 +543,8 @@ def _train(config: ASRTrainConfig, run, stop_after_steps: int | None) -> None:
             run.log(step, valid_wer=valid.wer, valid_cer=valid.cer)
             eval_s += time.perf_counter() - eval_start
             tick += time.perf_counter() - eval_start  # throughput excludes decoding too
-        if step % config.checkpoint_every == 0 or step == config.max_steps or step == stop_after_steps:
-            save_checkpoint()
-        if stop_after_steps is not None and step >= stop_after_steps and step < config.max_steps:
-            bar.close()
-            raise KeyboardInterrupt(f"stop_after_steps={stop_after_steps} reached")
+        trained_models.checkpoint_or_stop(step, config.max_steps, config.checkpoint_every, stop_after_steps,
+                                          save_checkpoint, bar)
     bar.close()
 
     model.eval()

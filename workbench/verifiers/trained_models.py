@@ -40,6 +40,18 @@ def resolve_model_path(model: str | Path | None, root: str | Path | None, *, ver
     return path.resolve()
 
 
+def checkpoint_or_stop(step: int, max_steps: int, checkpoint_every: int, stop_after_steps: int | None,
+                       save_checkpoint: Callable[[], None], bar: Any) -> None:
+    """The end of a training step in both verifier trainers: save a checkpoint every
+    `checkpoint_every` steps, at the end and at `stop_after_steps`; then, at `stop_after_steps`
+    before the end, close the progress bar and stop as an interruption would (the run resumes)."""
+    if step % checkpoint_every == 0 or step == max_steps or step == stop_after_steps:
+        save_checkpoint()
+    if stop_after_steps is not None and max_steps > step >= stop_after_steps:
+        bar.close()
+        raise KeyboardInterrupt(f"stop_after_steps={stop_after_steps} reached")
+
+
 class ModelCache(Generic[M]):
     """`cache(path)`: `load(path)`, kept for the last `maxsize` (file, modification time) pairs, so
     a model file rewritten in place is loaded again."""

@@ -519,11 +519,8 @@ def _train(config: SpeakerTrainConfig, run, stop_after_steps: int | None, baseli
             bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{acc_sum / count:.2f}")
             loss_sum = acc_sum = 0.0
             count = 0
-        if step % config.checkpoint_every == 0 or step == config.max_steps or step == stop_after_steps:
-            save_checkpoint()
-        if stop_after_steps is not None and step >= stop_after_steps and step < config.max_steps:
-            bar.close()
-            raise KeyboardInterrupt(f"stop_after_steps={stop_after_steps} reached")
+        trained_models.checkpoint_or_stop(step, config.max_steps, config.checkpoint_every, stop_after_steps,
+                                          save_checkpoint, bar)
     bar.close()
 
     model.eval()
