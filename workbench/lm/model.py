@@ -138,6 +138,13 @@ def save_checkpoint(out_dir: str | Path, model: Any, tokenizer: Any, layout: Tok
     return out_dir
 
 
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The workbench metadata of a checkpoint folder (layout, codec, ...); {} for a Llasa-style
+    folder without it. Cheap: reads one small JSON file, no weights."""
+    meta_path = Path(path) / WORKBENCH_LM_FILE
+    return json.loads(meta_path.read_text()) if meta_path.exists() else {}
+
+
 def load_lm(path: str | Path, *, device: str = "cpu", dtype: Any = None) -> LoadedLM:
     """Load a workbench checkpoint or a Llasa-style folder (LlamaForCausalLM + tokenizer with the
     8 specials and ``<|s_k|>`` tokens). dtype defaults to fp32 on CPU (bf16 matmuls are ~200x
@@ -149,8 +156,7 @@ def load_lm(path: str | Path, *, device: str = "cpu", dtype: Any = None) -> Load
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path}: no config.json; not a Hugging Face model folder")
     tokenizer = AutoTokenizer.from_pretrained(str(path))
-    meta_path = path / WORKBENCH_LM_FILE
-    meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = read_checkpoint_meta(path)
     if "layout" in meta:
         layout = TokenLayout.from_dict(meta["layout"])
         check_tokenizer(tokenizer, layout)
@@ -175,5 +181,5 @@ def load_lm(path: str | Path, *, device: str = "cpu", dtype: Any = None) -> Load
 
 __all__ = [
     "WORKBENCH_LM_FILE", "LoadedLM", "build_llama_config", "build_model", "make_generation_config",
-    "save_checkpoint", "load_lm",
+    "save_checkpoint", "read_checkpoint_meta", "load_lm",
 ]

@@ -426,19 +426,20 @@ class _Metrics:
         return self.cache[key] if raw else self.cache[(name + "#score", key[1])]
 
 
-def search_codec_path(config: AblationConfig) -> str:
-    """The codec the ablation decodes with: `codec_path`, else the one the LM checkpoint records."""
-    import json
-
-    from workbench.lm.model import WORKBENCH_LM_FILE
+def search_codec_path(config: AblationConfig, lm: Any = None) -> str:
+    """The codec the ablation decodes with: `codec_path`, else the one the LM checkpoint records
+    (from `lm`, a loaded `LoadedLM`, when given; else from the metadata under `lm_path`)."""
+    from workbench.lm.model import read_checkpoint_meta
 
     if config.codec_path:
         return config.codec_path
-    meta_file = Path(config.lm_path) / WORKBENCH_LM_FILE
-    codec = (json.loads(meta_file.read_text()).get("codec") or {}) if meta_file.is_file() else {}
-    if not codec.get("codec"):
-        raise ValueError(f"no codec: set AblationConfig.codec_path ({meta_file} records none)")
-    return str(codec["codec"])
+    if lm is not None:
+        recorded = lm.codec.codec if lm.codec is not None else ""
+    else:
+        recorded = (read_checkpoint_meta(config.lm_path).get("codec") or {}).get("codec", "")
+    if not recorded:
+        raise ValueError("no codec: set AblationConfig.codec_path (the LM checkpoint records none)")
+    return str(recorded)
 
 
 def run_ablation(config: AblationConfig, *, run_id: str | None = None, root: str | Path | None = None,
@@ -464,7 +465,7 @@ def run_ablation(config: AblationConfig, *, run_id: str | None = None, root: str
             raise ValueError("AblationConfig.lm_path is empty: give the LM checkpoint folder to search with")
         lm = load_lm(config.lm_path)
     if codec is None:
-        codec = load_codec(search_codec_path(config))
+        codec = load_codec(search_codec_path(config, lm))
     if codec.codebook_size != lm.layout.codebook_size:
         raise ValueError(f"codec has {codec.codebook_size} codes, LM layout {lm.layout.codebook_size}")
     model = lm.model.eval()
