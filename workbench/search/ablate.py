@@ -279,10 +279,9 @@ def corpus_dir(corpus: str) -> Path:
     return data_root() / corpus
 
 
-def held_out_items(config: AblationConfig) -> list[HeldOut]:
-    """`n_sentences` held-out sentences (at most `max_words` words, sorted by id: the same on every
-    launch) and, with voice cloning, a different held-out utterance of the same speaker as each
-    one's prompt (the shortest-first pool of utterances between prompt_min_s and prompt_max_s)."""
+def split_utterances(config: AblationConfig) -> tuple[Path, Path, list[Any]]:
+    """(corpus folder or manifest, folder audio paths are relative to, the utterances of
+    `config.split` sorted by id: the same on every launch)."""
     from workbench.data.manifest import read_manifest
 
     folder = corpus_dir(config.corpus)
@@ -291,6 +290,14 @@ def held_out_items(config: AblationConfig) -> list[HeldOut]:
                         key=lambda u: u.utterance_id)
     if not utterances:
         raise FileNotFoundError(f"{folder}: no utterances in split {config.split!r}")
+    return folder, root, utterances
+
+
+def held_out_items(config: AblationConfig) -> list[HeldOut]:
+    """`n_sentences` held-out sentences (at most `max_words` words, sorted by id: the same on every
+    launch) and, with voice cloning, a different held-out utterance of the same speaker as each
+    one's prompt (the shortest-first pool of utterances between prompt_min_s and prompt_max_s)."""
+    folder, root, utterances = split_utterances(config)
     prompt_pool = [u for u in utterances if config.prompt_min_s <= u.duration_s <= config.prompt_max_s]
     # A quarter of the pool is reserved for prompts so that no sentence is also someone's prompt.
     reserved = prompt_pool[: max(1, len(prompt_pool) // 4)] if config.voice_cloning else []
@@ -325,16 +332,12 @@ def lm_text_gain(lm: Any, codec: Any, config: AblationConfig, max_utterances: in
     utterances of the held-out split, encoded with the search codec: whether WER search has
     anything to select from."""
     from workbench.audio import load_audio
-    from workbench.data.manifest import read_manifest
     from workbench.data.token_shards import TokenizedUtterance
     from workbench.lm.diagnostics import text_conditioning_gain
 
-    folder = corpus_dir(config.corpus)
-    root = folder.parent if folder.suffix == ".jsonl" else folder
-    chosen = sorted((u for u in read_manifest(folder) if u.split == config.split),
-                    key=lambda u: u.utterance_id)[:max_utterances]
+    _, root, utterances = split_utterances(config)
     encoded = []
-    for u in chosen:
+    for u in utterances[:max_utterances]:
         wav, _ = load_audio(u.resolve(root), int(codec.sample_rate))
         encoded.append(TokenizedUtterance(u.utterance_id, u.speaker, u.text, u.split,
                                           codec.encode(wav[:1], int(codec.sample_rate))[0]))
