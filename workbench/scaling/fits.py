@@ -428,6 +428,9 @@ class ChinchillaFit:
     def predict_optimal_loss_band(self, compute: ArrayLike, level: float | None = None) -> Band:
         """Pointwise percentile band of the bootstrap compute-optimal loss at `compute`."""
         fits = [f for f in self.sample_fits() if f.alpha > 0 and f.beta > 0]
+        if self.bootstrap is not None and not fits:
+            raise ValueError("no bootstrap resample has alpha > 0 and beta > 0: the compute-optimal "
+                             "loss has no band")
         return _band([f.predict_optimal_loss(compute) for f in fits], self.bootstrap, level)
 
     def predict_band(
@@ -517,6 +520,12 @@ def fit_chinchilla(
     (default: the paper's 4,500 starts, see `hoffmann_grid`) is scored in one vectorised pass;
     L-BFGS-B with the analytic gradient runs from the `n_best_starts` best rows; the lowest optimum
     is kept. Needs at least 5 runs (5 parameters).
+
+    The exponents are *not* constrained to be positive, as in Hoffmann et al.: a sweep in which
+    larger models are worse legitimately returns alpha < 0, and one whose loss is flat in N returns
+    a runaway alpha with a huge A. Such fits are findings to report, not errors; use
+    `workbench.scaling.identification.check_chinchilla` to tell which parameters are identified
+    before deriving anything (`optimal_allocation` needs alpha, beta > 0).
 
     With `n_bootstrap` > 0, runs are resampled with replacement (seeded by `seed`) and refitted
     from the full-data optimum; the samples and percentile intervals at `level` are returned in

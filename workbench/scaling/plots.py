@@ -7,6 +7,8 @@ No I/O here: callers save with ``fig.savefig(path)``.
 
 from __future__ import annotations
 
+import contextlib
+import textwrap
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,6 +21,7 @@ from workbench.scaling.fits import (
     PowerLawFit,
     compute_frontier,
 )
+from workbench.scaling.identification import FitCheck, check_chinchilla, check_power_law
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -65,6 +68,7 @@ def plot_loss_vs_compute(
     power_law_fit: PowerLawFit | None = None,
     chinchilla_fit: ChinchillaFit | None = None,
     holdout: HoldoutCheck | None = None,
+    chinchilla_check: FitCheck | None = None,
     log_y: bool = False,
     title: str | None = None,
     ax: "Axes | None" = None,
@@ -76,6 +80,8 @@ def plot_loss_vs_compute(
     one; a held-out check: held-out points (stars), their predictions (crosses) joined by a line
     and annotated with the relative error. When `holdout` is given and `power_law_fit` is not,
     the holdout's own power law is drawn (it is the law that made the prediction).
+    A Chinchilla fit whose exponents are not identified (`chinchilla_check`, computed from the
+    fit alone when not given) gets no optimal-loss curve; the reason is written on the figure.
     """
     c = np.asarray(compute, dtype=float)
     y = np.asarray(loss, dtype=float)
@@ -106,8 +112,12 @@ def plot_loss_vs_compute(
     if holdout is not None and power_law_fit is None:
         power_law_fit = holdout.power_law_fit
     grid = np.geomspace(c.min(), x_max, 200)
+    withheld: list[str] = []
     if power_law_fit is not None:
         label = (f"L = {power_law_fit.E:.3g} + {power_law_fit.A:.3g}·C^-{power_law_fit.alpha:.3g}")
+        power_check = check_power_law(power_law_fit, float(y.min()))
+        if not power_check.derived_identified:
+            label += " (alpha NOT identified)"
         axis.plot(grid, power_law_fit.predict(grid), color="tab:red", lw=1.8, label=label)
         if power_law_fit.bootstrap is not None:
             band = power_law_fit.predict_band(grid)
@@ -115,13 +125,23 @@ def plot_loss_vs_compute(
             axis.fill_between(grid, band.low, band.high, color="tab:red", alpha=0.2,
                               label=f"{lev:.0%} bootstrap band")
     if chinchilla_fit is not None:
-        axis.plot(grid, chinchilla_fit.predict_optimal_loss(grid), color="tab:blue", lw=1.8,
-                  label="Chinchilla compute-optimal")
-        if chinchilla_fit.bootstrap is not None:
-            band = chinchilla_fit.predict_optimal_loss_band(grid)
-            axis.fill_between(grid, band.low, band.high, color="tab:blue", alpha=0.15)
+        chin_check = chinchilla_check or check_chinchilla(chinchilla_fit)
+        if chin_check.derived_identified:
+            axis.plot(grid, chinchilla_fit.predict_optimal_loss(grid), color="tab:blue", lw=1.8,
+                      label="Chinchilla compute-optimal")
+            if chinchilla_fit.bootstrap is not None:
+                with contextlib.suppress(ValueError):  # no resample with positive exponents
+                    band = chinchilla_fit.predict_optimal_loss_band(grid)
+                    axis.fill_between(grid, band.low, band.high, color="tab:blue", alpha=0.15)
+        else:
+            withheld.append(chin_check.withheld_reason.replace("allocation", "curve", 1))
     if holdout is not None:
         _draw_holdout(axis, holdout)
+    if withheld:
+        # Said on the figure itself: a saved PNG travels without the notebook's text.
+        axis.text(0.01, 0.01, "\n".join(textwrap.fill(w, 90) for w in withheld),
+                  transform=axis.transAxes, fontsize=7, color="#a50", va="bottom", ha="left",
+                  bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "#a50"})
 
     axis.set_xscale("log")
     if log_y:
@@ -205,6 +225,14 @@ def plot_isoflop(
     left.grid(True, which="both", alpha=0.25)
 
     v = fit.valid
+    if not v.any():
+        right.text(0.5, 0.5, "no budget has a valid parabola\n(>= 3 sizes and an upward-opening fit):\n"
+                   "no optimal allocation", transform=right.transAxes, ha="center", va="center",
+                   color="#a50")
+        right.set_axis_off()
+        if title:
+            fig.suptitle(title)
+        return fig
     cs = np.geomspace(fit.budget_compute[v].min(), fit.budget_compute[v].max(), 100)
     alloc = fit.optimal_allocation(cs)
     right.scatter(fit.budget_compute[v], fit.n_opt[v], color="tab:blue", label="N_opt (parabola)")
@@ -214,7 +242,7 @@ def plot_isoflop(
                   label="D_opt (parabola)")
     right.plot(cs, alloc.n_tokens, color="tab:orange",
                label=f"D_opt ∝ C^{fit.d_exponent:.2f}")
-    if chinchilla_fit is not None:
+    if chinchilla_fit is not None and check_chinchilla(chinchilla_fit).derived_identified:
         ch = chinchilla_fit.optimal_allocation(cs)
         right.plot(cs, ch.n_params, color="tab:blue", ls=":", label="N* (Approach 3)")
         right.plot(cs, ch.n_tokens, color="tab:orange", ls=":", label="D* (Approach 3)")

@@ -6,90 +6,215 @@ Thin glue over `fits` and `plots` so that the notebook stays a handful of calls.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import html
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+
+from workbench.scaling.fits import (
+    ChinchillaFit,
+    HoldoutCheck,
+    PowerLawFit,
+    compute_frontier,
+    fit_chinchilla,
+    fit_isoflop,
+    fit_power_law,
+    holdout_check,
+)
+from workbench.scaling.identification import FitCheck, check_chinchilla, check_power_law
 
 
 @dataclass
 class ScalingFits:
     """Fits of the whole sweep and the held-out predictive check (fit below the largest compute,
-    predict the largest: the number that says whether a curve can be trusted)."""
+    predict the largest: the number that says whether a curve can be trusted).
 
-    chinchilla: Any  # ChinchillaFit on every run
-    power_law: Any  # PowerLawFit of the compute frontier, every run
-    holdout: Any  # HoldoutCheck
+    A fit the sweep cannot support (too few runs, a failed optimisation) is None, with the reason
+    in `not_fitted[name]`; a fit that ran is checked (`chinchilla_check`, `power_law_check`) so
+    that unidentified exponents are flagged and what derives from them is withheld. Nothing here
+    raises for what a sweep happens to give: a notebook always runs to the end.
+    """
+
+    chinchilla: ChinchillaFit | None
+    power_law: PowerLawFit | None  # of the compute frontier, every run
+    holdout: HoldoutCheck | None
     n_runs: int
+    chinchilla_check: FitCheck | None = None
+    power_law_check: FitCheck | None = None
+    not_fitted: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def allocation_identified(self) -> bool:
+        return self.chinchilla_check is not None and self.chinchilla_check.derived_identified
+
+    @property
+    def allocation_withheld_reason(self) -> str:
+        if self.chinchilla is None:
+            return f"compute-optimal allocation withheld: {self.not_fitted.get('chinchilla', 'no Chinchilla fit')}"
+        return self.chinchilla_check.withheld_reason if self.chinchilla_check else ""
+
+    def flags(self) -> list[str]:
+        """Everything a reader must know before trusting a number of this study, in words."""
+        notes = [f"{name}: not fitted ({reason})" for name, reason in self.not_fitted.items()]
+        for check in (self.chinchilla_check, self.power_law_check):
+            if check is not None:
+                notes.extend(check.flags)
+        return notes
+
+
+def _try_fit(name: str, not_fitted: dict[str, str], fit: Callable[[], Any]) -> Any:
+    """Run one fit; a sweep that cannot support it is recorded, not raised (ValueError: too few or
+    degenerate points; RuntimeError: no finite optimum from any start)."""
+    try:
+        return fit()
+    except (ValueError, RuntimeError, np.linalg.LinAlgError) as err:
+        not_fitted[name] = str(err)
+        return None
 
 
 def fit_sweep(table, n_bootstrap: int = 100, seed: int = 0, loss_column: str = "final_valid_loss") -> ScalingFits:
-    from workbench.scaling.fits import compute_frontier, fit_chinchilla, fit_power_law, holdout_check
-
     n = table["n_params"].to_numpy(float)
     d = table["tokens_seen"].to_numpy(float)
     c = table["flops"].to_numpy(float)
     loss = table[loss_column].to_numpy(float)
-    if len(table) < 4:
-        raise ValueError(f"a scaling fit needs at least 4 runs, the sweep has {len(table)}")
-    frontier = compute_frontier(c, loss)
+    not_fitted: dict[str, str] = {}
+    if len(table) == 0:
+        for name in ("chinchilla", "power_law", "holdout"):
+            not_fitted[name] = "the sweep has no finished runs"
+        return ScalingFits(None, None, None, 0, not_fitted=not_fitted)
+    min_loss = float(np.min(loss))
+    chinchilla = _try_fit("chinchilla", not_fitted,
+                          lambda: fit_chinchilla(n, d, loss, n_bootstrap=n_bootstrap, seed=seed))
+
+    def frontier_law() -> PowerLawFit:
+        frontier = compute_frontier(c, loss)
+        return fit_power_law(frontier.compute, frontier.loss, n_bootstrap=n_bootstrap, seed=seed)
+
+    power_law = _try_fit("power_law", not_fitted, frontier_law)
+    holdout = _try_fit("holdout", not_fitted, lambda: holdout_check(n, d, c, loss, n_bootstrap=0, seed=seed))
     return ScalingFits(
-        chinchilla=fit_chinchilla(n, d, loss, n_bootstrap=n_bootstrap, seed=seed),
-        power_law=fit_power_law(frontier.compute, frontier.loss, n_bootstrap=n_bootstrap, seed=seed),
-        holdout=holdout_check(n, d, c, loss, n_bootstrap=0, seed=seed),
+        chinchilla=chinchilla,
+        power_law=power_law,
+        holdout=holdout,
         n_runs=len(table),
+        chinchilla_check=check_chinchilla(chinchilla, n, d, loss) if chinchilla else None,
+        power_law_check=check_power_law(power_law, min_loss) if power_law else None,
+        not_fitted=not_fitted,
     )
 
 
 def fit_isoflop_sweep(table, loss_column: str = "final_valid_loss"):
     """Approach 2 on an IsoFLOP sweep: a parabola of loss vs log N per FLOP budget."""
-    from workbench.scaling.fits import fit_isoflop
-
     return fit_isoflop(table["n_params"].to_numpy(float), table["tokens_seen"].to_numpy(float),
                        table[loss_column].to_numpy(float), budgets=table["flop_budget"].to_numpy(float))
 
 
+def loss_vs_compute_figure(table, fits: ScalingFits, loss_column: str = "final_valid_loss"):
+    """The report's loss-vs-FLOPs figure: every run, the frontier law (the held-out check's when
+    there is one: it made the prediction), the Chinchilla optimal curve when identified, or the
+    reason it is withheld written on the figure."""
+    from workbench.scaling.plots import plot_loss_vs_compute
+
+    return plot_loss_vs_compute(table["flops"], table[loss_column], table["n_params"],
+                                power_law_fit=None if fits.holdout else fits.power_law,
+                                chinchilla_fit=fits.chinchilla, holdout=fits.holdout,
+                                chinchilla_check=fits.chinchilla_check,
+                                title="validation loss (speech tokens) vs training FLOPs")
+
+
+def isoflop_figure(table, fits: ScalingFits, loss_column: str = "final_valid_loss"):
+    """IsoFLOP profiles (Approach 2) of an isoflop sweep, or a sentence saying why there are none."""
+    from workbench.scaling.plots import plot_isoflop
+
+    if "flop_budget" not in table or table["flop_budget"].isna().all():
+        return "product grid: no IsoFLOP profiles (run with grid='isoflop' and flop_budgets for Approach 2)"
+    try:
+        isoflop = fit_isoflop_sweep(table, loss_column)
+    except ValueError as err:
+        return f"IsoFLOP profiles not fitted: {err}"
+    return plot_isoflop(isoflop, table["n_params"], table[loss_column], chinchilla_fit=fits.chinchilla)
+
+
 def fit_summary(fits: ScalingFits):
-    """One table: fitted parameters (with bootstrap intervals) and the held-out errors."""
+    """One table: fitted parameters (with bootstrap intervals), whether each is identified (in
+    words), the held-out errors, and a row for each fit the sweep could not support."""
     import pandas as pd
 
     rows = []
-    chinchilla, power = fits.chinchilla, fits.power_law
-    for name in ("E", "A", "B", "alpha", "beta"):
-        low, high = (chinchilla.bootstrap.intervals.get(name, (np.nan, np.nan)) if chinchilla.bootstrap
-                     else (np.nan, np.nan))
-        rows.append({"law": "Chinchilla L(N, D)", "parameter": name, "value": getattr(chinchilla, name),
-                     "ci_low": low, "ci_high": high})
-    for name in ("E", "A", "alpha"):
-        low, high = (power.bootstrap.intervals.get(name, (np.nan, np.nan)) if power.bootstrap else (np.nan, np.nan))
-        rows.append({"law": "frontier L(C)", "parameter": name, "value": getattr(power, name),
-                     "ci_low": low, "ci_high": high})
-    for label, prediction in (("Chinchilla L(N, D)", fits.holdout.chinchilla), ("frontier L(C)", fits.holdout.power_law)):
-        rows.append({"law": label, "parameter": "held-out relative error",
-                     "value": float(np.max(np.atleast_1d(prediction.relative_error))), "ci_low": np.nan, "ci_high": np.nan})
-    return pd.DataFrame(rows)
+    for law, fit, check, names in (("Chinchilla L(N, D)", fits.chinchilla, fits.chinchilla_check, ("E", "A", "B", "alpha", "beta")),
+                                   ("frontier L(C)", fits.power_law, fits.power_law_check, ("E", "A", "alpha"))):
+        if fit is None:
+            continue
+        for name in names:
+            low, high = fit.bootstrap.intervals.get(name, (np.nan, np.nan)) if fit.bootstrap else (np.nan, np.nan)
+            status = "identified"
+            if name in ("E", "alpha", "beta"):
+                status = check.parameter(name).flag or "identified"
+            elif not check.derived_identified:
+                status = "not interpretable: its exponent is not identified"
+            rows.append({"law": law, "parameter": name, "value": getattr(fit, name),
+                         "ci_low": low, "ci_high": high, "status": status})
+    if fits.holdout is not None:
+        for label, prediction in (("Chinchilla L(N, D)", fits.holdout.chinchilla), ("frontier L(C)", fits.holdout.power_law)):
+            rows.append({"law": label, "parameter": "held-out relative error", "value": prediction.max_relative_error,
+                         "ci_low": np.nan, "ci_high": np.nan, "status": "measured"})
+    for name, reason in fits.not_fitted.items():
+        rows.append({"law": name, "parameter": "(none)", "value": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+                     "status": f"not fitted: {reason}"})
+    return pd.DataFrame(rows, columns=["law", "parameter", "value", "ci_low", "ci_high", "status"])
+
+
+def fit_flags_html(fits: ScalingFits) -> str:
+    """The flags of `fits` as an HTML note for the report (empty string when all is identified)."""
+    flags = fits.flags()
+    if not flags:
+        return ""
+    items = "".join(f"<li>{html.escape(flag)}</li>" for flag in flags)
+    return ("<div style='border-left:4px solid #c60;padding:4px 12px;background:#fff6ec'>"
+            "<b>What this sweep does not identify</b> (numbers derived from these are withheld below)"
+            f"<ul>{items}</ul></div>")
 
 
 def allocation_table(fits: ScalingFits, budgets_flops) -> Any:
-    """Compute-optimal model size, tokens and predicted loss at each budget (Chinchilla fit)."""
+    """Compute-optimal model size, tokens and predicted loss at each budget (Chinchilla fit), or,
+    when the fit does not identify its exponents, the budgets with the reason in `withheld`."""
     import pandas as pd
 
     budgets = np.asarray(budgets_flops, dtype=float)
+    if not fits.allocation_identified:
+        nan = np.full(budgets.shape, np.nan)
+        return pd.DataFrame({"compute_flops": budgets, "n_params_opt": nan, "tokens_opt": nan, "loss_pred": nan,
+                             "withheld": [fits.allocation_withheld_reason] * budgets.size})
     allocation = fits.chinchilla.optimal_allocation(budgets)
     return pd.DataFrame({"compute_flops": budgets, "n_params_opt": np.asarray(allocation.n_params),
                          "tokens_opt": np.asarray(allocation.n_tokens),
                          "loss_pred": np.asarray(fits.chinchilla.predict_optimal_loss(budgets))})
 
 
+def decade_slider_bounds(min_flops: float, max_flops: float) -> tuple[float, float]:
+    """log10 bounds on whole decades around [min_flops, max_flops], so every round budget (1e11,
+    1e12, ...) is a slider position (the step, 0.1 decade, divides a decade exactly)."""
+    low, high = math.floor(math.log10(min_flops)), math.ceil(math.log10(max_flops))
+    return float(low), float(max(high, low + 1))
+
+
 def allocation_widget(fits: ScalingFits, min_flops: float, max_flops: float):
-    """A log slider over the compute budget showing the predicted optimal size, tokens and loss."""
+    """A log slider over the compute budget showing the predicted optimal size, tokens and loss;
+    disabled, with the reason in words, when the fit does not identify the allocation."""
     import ipywidgets as widgets
 
-    slider = widgets.FloatLogSlider(value=np.sqrt(min_flops * max_flops), base=10, min=np.log10(min_flops),
-                                    max=np.log10(max_flops), step=0.05, description="FLOPs",
-                                    readout_format=".2e", layout=widgets.Layout(width="520px"))
+    low, high = decade_slider_bounds(min_flops, max_flops)
+    start = round(math.log10(math.sqrt(min_flops * max_flops)), 1)
+    slider = widgets.FloatLogSlider(value=10 ** start, base=10, min=low, max=high, step=0.1, description="FLOPs",
+                                    readout_format=".1e", layout=widgets.Layout(width="520px"))
     output = widgets.HTML()
+    if not fits.allocation_identified:
+        slider.disabled = True
+        output.value = f"<span style='color:#a50'>{html.escape(fits.allocation_withheld_reason)}</span>"
+        return widgets.VBox([slider, output])
 
     def show(change=None) -> None:  # noqa: ARG001
         row = allocation_table(fits, [slider.value]).iloc[0]
@@ -99,6 +224,22 @@ def allocation_widget(fits: ScalingFits, min_flops: float, max_flops: float):
     slider.observe(show, names="value")
     show()
     return widgets.VBox([slider, output])
+
+
+def summary_fields(fits: ScalingFits) -> dict[str, Any]:
+    """The fit numbers a run's summary.json records (None where a fit is missing), with the
+    identification verdict so that nobody reads an unidentified exponent as a result."""
+    chinchilla, holdout = fits.chinchilla, fits.holdout
+    return {
+        "n_runs": fits.n_runs,
+        "chinchilla_E": chinchilla.E if chinchilla else None,
+        "chinchilla_alpha": chinchilla.alpha if chinchilla else None,
+        "chinchilla_beta": chinchilla.beta if chinchilla else None,
+        "chinchilla_allocation_identified": fits.allocation_identified,
+        "holdout_rel_error_chinchilla": holdout.chinchilla.max_relative_error if holdout else None,
+        "holdout_rel_error_power_law": holdout.power_law.max_relative_error if holdout else None,
+        "fit_flags": fits.flags(),
+    }
 
 
 def best_runs_by_size(table):
