@@ -82,3 +82,15 @@ def test_batch_validates_every_point_before_starting(workdirs, capsys):
     assert main(["batch", "00_data", "--profile", "smoke", "--grid", "max_utterances=6,eight"]) == 2
     assert "'max_utterances'" in capsys.readouterr().err
     assert not (workdirs / "runs" / "notebooks").exists()
+
+
+def test_scientific_notation_in_set_is_accepted_by_workbench_and_by_the_torchrun_entry(capsys, tmp_path):
+    from workbench.lm.train import main as lm_train_main
+
+    # The config is accepted; the run then stops on the empty shards folder, naming it.
+    assert main(["lm", "train", str(tmp_path), "--profile", "smoke", "--set", "lr=5e-5"]) == 2
+    err = capsys.readouterr().err
+    assert "expected float" not in err and str(tmp_path) in err
+    with pytest.raises((FileNotFoundError, ValueError)) as error:
+        lm_train_main([str(tmp_path), "--profile", "smoke", "--set", "lr=5e-5"])
+    assert "expected float" not in str(error.value)

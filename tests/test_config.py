@@ -87,3 +87,28 @@ def test_config_hash_is_stable_and_discriminates():
     a, b = TrainConfig(), TrainConfig(batch_size=9)
     assert config_hash(a) == config_hash(TrainConfig())
     assert config_hash(a) != config_hash(b)
+
+
+@pytest.mark.parametrize("text, value", [
+    ("5e-5", 5e-5), ("1e11", 100_000_000_000), ("-2.5E-3", -2.5e-3), ("0.5", 0.5), ("8", 8), ("true", True),
+    ("null", None), ("[4, 4]", [4, 4]), ("[1e-3, 2e-3]", [1e-3, 2e-3]), ("cpu-3m", "cpu-3m"), ("a: [", "a: ["),
+])
+def test_command_line_values_are_typed_like_yaml_with_scientific_notation(text, value):
+    from workbench.config import parse_value
+
+    parsed = parse_value(text)
+    assert parsed == value and type(parsed) is type(value)
+
+
+def test_every_set_override_parses_the_same_and_validates_against_the_config():
+    from workbench.config import parse_overrides
+    from workbench.lm.train import LMTrainConfig
+
+    overrides = parse_overrides(["lr=5e-5", "token_budget=4e5", " preset = cpu-1m"])
+    assert overrides == {"lr": 5e-5, "token_budget": 400_000, "preset": "cpu-1m"}
+    config = for_profile(LMTrainConfig, "smoke", **overrides)
+    assert config.lr == 5e-5 and config.token_budget == 400_000
+    with pytest.raises(ConfigError, match="'lr 5e-5': expected KEY=VALUE"):
+        parse_overrides(["lr 5e-5"])
+    with pytest.raises(ConfigError, match="did you mean 'token_budget'"):
+        for_profile(LMTrainConfig, "smoke", **parse_overrides(["token_budgt=1e5"]))

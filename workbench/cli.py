@@ -8,17 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from workbench.config import DEFAULT_PROFILE, PROFILE_NAMES, ConfigError
-
-
-def _parse_value(text: str) -> Any:
-    """`-p NAME VALUE` values: YAML scalars and lists (1, 0.5, true, [4, 4]), else the string."""
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+from workbench.config import DEFAULT_PROFILE, PROFILE_NAMES, ConfigError, parse_overrides, parse_value
 
 
 def _profile_arg(parser: argparse.ArgumentParser) -> None:
@@ -66,22 +56,11 @@ def cmd_data_list(args: argparse.Namespace) -> int:  # noqa: ARG001
 
 
 # ---------------------------------------------------------------------------- codec
-def _overrides(pairs: Sequence[str] | None) -> dict[str, Any]:
-    """`--set key=value` pairs; values parsed as YAML (validated later by from_params)."""
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE")
-        out[key.strip()] = _parse_value(value)
-    return out
-
-
 def cmd_codec_train(args: argparse.Namespace) -> int:
     from workbench.codec import CodecConfig, train_codec
     from workbench.config import for_profile
 
-    config = for_profile(CodecConfig, args.profile, **_overrides(args.set))
+    config = for_profile(CodecConfig, args.profile, **parse_overrides(args.set))
     result = train_codec(config, args.data, run_id=args.run_id)
     print(f"codec: {result.codec_path} ({result.steps} steps) run: {result.run_dir}")
     return 0
@@ -122,7 +101,7 @@ def cmd_lm_train(args: argparse.Namespace) -> int:
     from workbench.config import for_profile
     from workbench.lm.train import LMTrainConfig, train_lm
 
-    config = for_profile(LMTrainConfig, args.profile, **_overrides(args.set))
+    config = for_profile(LMTrainConfig, args.profile, **parse_overrides(args.set))
     result = train_lm(config, args.shards, run_id=args.run_id)
     print(f"model: {result.model_dir}  valid loss {result.final_valid_loss:.4f}  "
           f"{result.tokens_seen:,} tokens  {result.flops:.3g} FLOPs  run: {result.run_dir}")
@@ -135,7 +114,7 @@ def cmd_lm_sweep(args: argparse.Namespace) -> int:
     from workbench.config import for_profile
     from workbench.scaling.sweep import SweepConfig, run_sweep
 
-    config = for_profile(SweepConfig, args.profile, **_overrides(args.set))
+    config = for_profile(SweepConfig, args.profile, **parse_overrides(args.set))
     result = run_sweep(config, args.shards)
     columns = ["preset", "n_params", "tokens_seen", "flops", "final_valid_loss", "wall_s"]
     with pd.option_context("display.width", 160):
@@ -155,7 +134,7 @@ def cmd_search_ablate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from workbench.report.runner import NotebookFailed, run_notebook
 
-    params = {name: _parse_value(value) for name, value in (args.param or [])}
+    params = {name: parse_value(value) for name, value in (args.param or [])}
     try:
         run = run_notebook(args.notebook, params, args.profile, reuse=args.reuse, timeout_s=args.timeout)
     except NotebookFailed as error:
@@ -178,8 +157,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         key, sep, values = spec.partition("=")
         if not sep or not values:
             raise ConfigError(f"--grid {spec!r}: expected NAME=VALUE1,VALUE2,...")
-        axes.append([(key.strip(), _parse_value(v)) for v in values.split(",")])
-    fixed = {name: _parse_value(value) for name, value in (args.param or [])}
+        axes.append([(key.strip(), parse_value(v)) for v in values.split(",")])
+    fixed = {name: parse_value(value) for name, value in (args.param or [])}
     grid = [{**fixed, **dict(combo)} for combo in itertools.product(*axes)] if axes else [fixed]
     results = run_notebook_batch(args.notebook, grid, args.profile, executor=args.executor,
                                  max_workers=args.max_workers, reuse=args.reuse)

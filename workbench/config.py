@@ -13,10 +13,11 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Mapping, TypeVar, Union
+from typing import Any, Iterable, Literal, Mapping, TypeVar, Union
 
 import yaml
 
@@ -164,6 +165,45 @@ def for_profile(cls: type[C], profile: str = DEFAULT_PROFILE, **overrides: Any) 
     profile_values = dict(getattr(cls, "PROFILES", {}).get(profile, {}))
     config = from_params(cls, profile_values)
     return from_params(cls, overrides, base=config) if overrides else config
+
+
+# YAML 1.1 (PyYAML) reads "5e-5" and "1e11" as strings (it wants "5.0e-5"); a command line user
+# means a number. Anything this pattern matches is a float when YAML left it a string.
+_FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def parse_value(text: str) -> Any:
+    """One command-line value, typed as YAML types it (1, 0.5, true, null, [4, 4], {a: 1}),
+    scientific notation included (5e-5 a float, 1e11 an int); text that is not valid YAML stays a string.
+    `from_params` then checks it against the field's type."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, list):
+        return [_number_or_text(v) for v in value]
+    return _number_or_text(value)
+
+
+def _number_or_text(value: Any) -> Any:
+    """Scientific notation YAML left as text: an int when whole (token_budget=1e6), else a float."""
+    if not (isinstance(value, str) and _FLOAT_TEXT.match(value.strip())):
+        return value
+    number = float(value)
+    return int(number) if number.is_integer() and abs(number) < 2**63 else number
+
+
+def parse_overrides(pairs: Iterable[str] | None, option: str = "--set") -> dict[str, Any]:
+    """`KEY=VALUE` strings (every command's `--set`) as a dict of typed values (`parse_value`).
+    A pair without `=` or with an empty key is a ConfigError naming it; unknown keys and wrong
+    types are caught later by `from_params` with its "did you mean" message."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{option} {pair!r}: expected KEY=VALUE")
+        out[key.strip()] = parse_value(value)
+    return out
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -614,26 +614,21 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
 def main(argv: list[str] | None = None) -> None:
     """CLI, also the torchrun entry point:
     ``torchrun --nproc_per_node 2 -m workbench.lm.train SHARDS --profile smoke --set batch_size=2``."""
-    import yaml
+    from workbench.config import ConfigError, parse_overrides
 
     parser = argparse.ArgumentParser(prog="python -m workbench.lm.train", description=main.__doc__)
     parser.add_argument("shards_dir")
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override; VALUE parsed as JSON, else YAML")
+                        help="config override; VALUE typed as YAML (5e-5 is a float)")
     parser.add_argument("--run-id", default=None)
     parser.add_argument("--root", default=None)
     parser.add_argument("--result-json", default=None, help="rank 0 writes the LMTrainResult here")
     args = parser.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
-        try:  # JSON first: YAML 1.1 reads "1e11" as a string
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = yaml.safe_load(value)
+    try:
+        overrides = parse_overrides(args.set)
+    except ConfigError as error:
+        raise SystemExit(f"error: {error}") from None
     config = for_profile(LMTrainConfig, args.profile)
     config = from_params(LMTrainConfig, overrides, base=config) if overrides else config
     result = train_lm(config, args.shards_dir, run_id=args.run_id, root=args.root)

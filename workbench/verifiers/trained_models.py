@@ -78,9 +78,7 @@ def training_main(argv: Sequence[str] | None, *, description: str | None, config
     import argparse
     import json
 
-    import yaml
-
-    from workbench.config import PROFILE_NAMES, for_profile
+    from workbench.config import PROFILE_NAMES, ConfigError, for_profile, parse_overrides
 
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--profile", default="cpu", choices=PROFILE_NAMES)
@@ -90,12 +88,10 @@ def training_main(argv: Sequence[str] | None, *, description: str | None, config
     parser.add_argument("--no-reuse", action="store_true")
     parser.add_argument("overrides", nargs="*", help="config fields as key=value (value parsed as YAML)")
     args = parser.parse_args(argv)
-    overrides = {}
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"override {item!r} is not key=value")
-        overrides[key] = yaml.safe_load(value)
+    try:
+        overrides = parse_overrides(args.overrides, option="override")
+    except ConfigError as error:
+        parser.error(str(error))
     config = for_profile(config_class, args.profile, **overrides)
     result = train(config, run_id=args.run_id, root=args.root, reuse=not args.no_reuse,
                    **{name: getattr(args, name) for name in extra})
