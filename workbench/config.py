@@ -1,7 +1,9 @@
 """Typed dataclass configs, named profiles, and validation of notebook parameters.
 
-Every experiment is described by a frozen dataclass. A config class may carry per-profile overrides
-in a class attribute ``PROFILES = {"smoke": {...}, "cpu": {...}}``; `for_profile` applies them.
+Every experiment is described by a frozen dataclass. A config class carries its per-profile values
+in a class attribute ``PROFILES``, which the library's classes read from the one settings table
+(`workbench/profiles.yaml`, see `workbench.settings`); `for_profile` applies them, and a profile a
+class lacks is an error, never a silent fall-back to the class defaults.
 Papermill only warns about unknown parameters, so `from_params` is the guard that rejects a typo or
 a wrong type before any work starts, with a message that names the key, the value, the expected
 type and the closest valid key.
@@ -162,8 +164,10 @@ def for_profile(cls: type[C], profile: str = DEFAULT_PROFILE, **overrides: Any) 
         close = difflib.get_close_matches(profile, PROFILE_NAMES, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"unknown profile {profile!r}{hint}; profiles: {', '.join(PROFILE_NAMES)}")
-    profile_values = dict(getattr(cls, "PROFILES", {}).get(profile, {}))
-    config = from_params(cls, profile_values)
+    profiles = getattr(cls, "PROFILES", None)
+    if profiles is not None and profile not in profiles:
+        raise ConfigError(_missing_profile_message(cls, profile))
+    config = from_params(cls, dict((profiles or {}).get(profile, {})))
     return from_params(cls, overrides, base=config) if overrides else config
 
 
@@ -204,6 +208,14 @@ def parse_overrides(pairs: Iterable[str] | None, option: str = "--set") -> dict[
             raise ConfigError(f"{option} {pair!r}: expected KEY=VALUE")
         out[key.strip()] = parse_value(value)
     return out
+
+
+def _missing_profile_message(cls: type, profile: str) -> str:
+    from workbench.settings import TABLE_PATH, stages_lacking
+
+    lacking = stages_lacking(profile)
+    return (f"{cls.__name__} has no settings for profile {profile!r}; stages of {TABLE_PATH.name} "
+            f"without it: {', '.join(lacking) or '(none: the class is not in the table)'}")
 
 
 def to_dict(config: Any) -> dict[str, Any]:

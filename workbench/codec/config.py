@@ -57,6 +57,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from workbench.settings import stage_profiles
+
 
 @dataclass(frozen=True)
 class CodecConfig:
@@ -129,37 +131,7 @@ class CodecConfig:
     init_from: str = ""
     finetune_train: str = "all"  # "all": all but the frozen semantic encoder; "decoder": codes fixed
 
-    PROFILES: ClassVar[dict] = {
-        "smoke": dict(
-            encoder_channels=4, encoder_max_channels=16, encoder_res_units=1, latent_dim=16,
-            fsq_levels=(4, 4), decoder_dim=32, decoder_intermediate_dim=64,
-            decoder_resnet_layers=2, decoder_transformer_layers=1, decoder_heads=2,
-            decoder_dropout=0.0, encoder_anti_alias=False,
-            mel_n_ffts=(256, 1024), mel_n_mels=(20, 40), use_gan=True, disc_warmup_steps=2,
-            mpd_periods=(2, 3), mrsd_n_ffts=(512,), disc_channels=4, learning_rate=1e-3,
-            disc_learning_rate=1e-3, warmup_steps=2, batch_size=2, segment_s=0.4, max_steps=6,
-            eval_every=3, checkpoint_every=3, log_every=1, n_eval_utterances=2, eval_max_s=1.0,
-            num_threads=1,
-        ),
-        "cpu": dict(
-            strides=(4, 4, 4, 5), encoder_channels=8, encoder_max_channels=256, encoder_res_units=1,
-            latent_dim=256, fsq_levels=(5, 5, 5, 5), decoder_dim=256, decoder_intermediate_dim=768,
-            decoder_resnet_layers=4, decoder_transformer_layers=2, decoder_heads=4,
-            decoder_dropout=0.0, encoder_anti_alias=False,
-            mel_n_ffts=(128, 256, 512, 1024, 2048), mel_n_mels=(20, 40, 80, 80, 80),
-            code_entropy_weight=2.0, code_entropy_temperature=0.3,
-            use_gan=False, disc_warmup_steps=2000, disc_channels=8,
-            learning_rate=2e-3, disc_learning_rate=2e-4, warmup_steps=100, batch_size=8,
-            segment_s=1.0, max_steps=5000, max_train_wall_s=14 * 60.0, schedule_on_wall_time=True,
-            eval_every=400, checkpoint_every=200, log_every=20, n_eval_utterances=8,
-            # one thread: on the shared, oversubscribed 2 cores a 2-thread step measured 3-6x
-            # slower than a 1-thread step (threads wait on each other at every barrier)
-            eval_max_s=3.0, num_threads=1,
-        ),
-        "gpu-1b": dict(disc_warmup_steps=0, batch_size=16, segment_s=6.0),
-        "gpu-3b": dict(disc_warmup_steps=0, batch_size=16, segment_s=6.0),
-        "gpu-8b": dict(disc_warmup_steps=0, batch_size=16, segment_s=6.0),
-    }
+    PROFILES: ClassVar[dict] = stage_profiles("codec")  # workbench/profiles.yaml
 
     def __post_init__(self) -> None:
         from workbench.config import ConfigError

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from workbench.config import config_hash, for_profile, from_params
+from workbench.settings import stage_profiles
 
 # Published reconstruction on LibriSpeech test-clean (Llasa paper, REFERENCE.md §3): context only.
 PUBLISHED = {
@@ -35,10 +36,7 @@ class CodecStudyConfig:
     n_listen: int = 4
     tokenize_batch_size: int = 16
 
-    PROFILES: ClassVar[dict] = {
-        "smoke": {"eval_max_utterances": 3, "verifiers": (), "n_listen": 2},
-        "cpu": {},
-    }
+    PROFILES: ClassVar[dict] = stage_profiles("codec_study")  # workbench/profiles.yaml
 
 
 @dataclass

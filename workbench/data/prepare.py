@@ -24,6 +24,7 @@ from workbench.data.corpora import CORPORA, find_source
 from workbench.data.manifest import Utterance, write_manifest
 from workbench.data.readers import read_corpus
 from workbench.data.splits import assign_splits, split_counts
+from workbench.settings import stage_profiles
 
 DATA_ROOT_ENV = "WORKBENCH_DATA_DIR"
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -44,13 +45,7 @@ class DataConfig:
     max_utterances: int = 0  # 0: all; otherwise the first N by utterance id (smoke runs)
     seed: int = 0
 
-    PROFILES: ClassVar[dict] = {
-        "smoke": {"max_utterances": 48, "valid_fraction": 0.1, "test_fraction": 0.15},
-        "cpu": {},
-        "gpu-1b": {"corpus": "libritts"},
-        "gpu-3b": {"corpus": "libritts"},
-        "gpu-8b": {"corpus": "libritts"},
-    }
+    PROFILES: ClassVar[dict] = stage_profiles("data")  # workbench/profiles.yaml
 
     @property
     def dataset_name(self) -> str:

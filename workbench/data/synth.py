@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from workbench.atomic import atomic_write_text
 from workbench.data.manifest import Utterance
+from workbench.settings import stage_profiles
 
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc")
 VARIANTS = ("m1", "f1", "m3", "f2", "m5", "f3", "m7", "f4")
@@ -35,10 +36,7 @@ class SynthConfig:
     rate_range: tuple[int, int] = (140, 190)  # words per minute
     seed: int = 0
 
-    PROFILES: ClassVar[dict] = {
-        "smoke": {"n_speakers": 4, "n_sentences": 4},
-        "cpu": {"n_speakers": 12, "n_sentences": 40},
-    }
+    PROFILES: ClassVar[dict] = stage_profiles("synth")  # workbench/profiles.yaml
 
 
 @dataclass(frozen=True)
@@ -145,7 +143,7 @@ def prepare_synth(profile: str, sentences: str | Path | None = None, data_dir: s
     from workbench.config import for_profile
     from workbench.data.prepare import DataConfig, data_root, prepare_corpus
 
-    synth = for_profile(SynthConfig, profile if profile in SynthConfig.PROFILES else "cpu")
+    synth = for_profile(SynthConfig, profile)
     if sentences is None:
         mirror = os.environ.get("WORKBENCH_DATA_MIRROR")
         if not mirror:

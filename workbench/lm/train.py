@@ -37,6 +37,7 @@ from typing import Any, ClassVar, Literal
 
 from workbench.atomic import atomic_write_text
 from workbench.config import for_profile, from_params
+from workbench.settings import stage_profiles
 
 TRAINER_STATE_FILE = "trainer_state.pt"
 LATEST_FILE = "latest"
@@ -47,24 +48,7 @@ class LMTrainConfig:
     """One LM training run. `token_budget` (tokens seen) and `preset` (model size) are the two
     axes of the train-time scaling sweep."""
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
-        "smoke": dict(preset="cpu-0.1m", text_vocab_size=300, max_seq_len=512, batch_size=4,
-                      token_budget=6_000, lr=3e-3, eval_every=10, eval_batches=2,
-                      checkpoint_every=20, log_every=5, num_threads=1),
-        "cpu": dict(preset="cpu-1m", text_vocab_size=512, max_seq_len=1024, batch_size=8,
-                    token_budget=1_000_000, lr=2e-3, eval_every=100, eval_batches=8,
-                    checkpoint_every=200, log_every=10),
-        # gpu-*: 8 x 2048 x grad_accum tokens per GPU per step; on 8 GPUs about the paper's 2M.
-        "gpu-1b": dict(preset="llama-3.2-1b", max_seq_len=2048, batch_size=8, grad_accum=16,
-                       token_budget=2_000_000_000, lr=5e-5, eval_every=500, eval_batches=20,
-                       checkpoint_every=1000, log_every=10),
-        "gpu-3b": dict(preset="llama-3.2-3b", max_seq_len=2048, batch_size=4, grad_accum=32,
-                       token_budget=2_000_000_000, lr=5e-5, eval_every=500, eval_batches=20,
-                       checkpoint_every=1000, log_every=10),
-        "gpu-8b": dict(preset="llama-3.1-8b", max_seq_len=2048, batch_size=2, grad_accum=64,
-                       token_budget=2_000_000_000, lr=5e-5, eval_every=500, eval_batches=20,
-                       checkpoint_every=1000, log_every=10),
-    }
+    PROFILES: ClassVar[dict] = stage_profiles("lm")  # workbench/profiles.yaml
 
     preset: str = "cpu-1m"
     tokenizer: str = ""  # local tokenizer folder (Llama-3 style or workbench); "" = train a BPE

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from workbench.config import config_hash, for_profile
+from workbench.settings import stage_profiles
 
 EXECUTORS = ("local", "inline", "slurm", "submitit-local")
 
@@ -39,18 +40,7 @@ class SweepConfig:
     n_bootstrap: int = 100  # bootstrap resamples for the fits' confidence bands
     n_listen: int = 2  # held-out sentences synthesised by every model size
 
-    PROFILES: ClassVar[dict] = {
-        "smoke": {"sizes": ("cpu-0.1m", "cpu-0.3m"), "token_budgets": (2_000, 4_000, 8_000),
-                  "train_profile": "smoke", "executor": "inline", "max_workers": 1,
-                  "n_bootstrap": 10, "n_listen": 1},
-        "cpu": {},
-        "gpu-1b": {"sizes": ("llama-3.2-1b",), "token_budgets": (80_000_000_000,), "train_profile": "gpu-1b",
-                   "executor": "slurm", "max_workers": 64, "memory_per_job_gb": 200.0},
-        "gpu-3b": {"sizes": ("llama-3.2-1b", "llama-3.2-3b"), "token_budgets": (80_000_000_000,),
-                   "train_profile": "gpu-3b", "executor": "slurm", "max_workers": 64, "memory_per_job_gb": 400.0},
-        "gpu-8b": {"sizes": ("llama-3.2-1b", "llama-3.2-3b", "llama-3.1-8b"), "token_budgets": (80_000_000_000,),
-                   "train_profile": "gpu-8b", "executor": "slurm", "max_workers": 64, "memory_per_job_gb": 800.0},
-    }
+    PROFILES: ClassVar[dict] = stage_profiles("sweep")  # workbench/profiles.yaml
 
 
 @dataclass(frozen=True)

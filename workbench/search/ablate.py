@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 from workbench.search.preferences import CANDIDATES_FILE
+from workbench.settings import stage_profiles
 
 RESULTS_FILE = "results.csv"
 PROCESS_STRATEGIES = ("beam", "partial_mix")
@@ -80,21 +81,7 @@ class AblationConfig:
     num_threads: int | None = None
     seed: int = 0
 
-    PROFILES: ClassVar[dict] = {
-        # plumbing only: 2 sentences, the cheap verifier, tiny budgets
-        "smoke": dict(n_sentences=2, max_words=8, budgets=(1, 2), search_verifiers=("resemblyzer",),
-                      check_verifiers=("resemblyzer=workbench-speaker",), wer_verifier="pocketsphinx",
-                      quality_verifier="", step_tokens=25, time_limit_s=90.0, num_threads=1),
-        # 2 cores, <= 15 minutes: the paper's comparison (sample; best-of-N by WER; beam and
-        # partial mix steered by SIM, final pick by WER) at budgets 1-16 = 13 arms per sentence.
-        # Measured with the demo's cpu-1m LM: 4 sentences x budgets 1-8 took 123 s (voice-cloning
-        # continuations of an LM that ignores its text end early); a random 3.6M LM that always
-        # runs to the token cap takes 10-30 s per row (worst case). The time limit keeps the run
-        # inside the budget whatever the load; rows go sentence-major, so a cut run has every arm
-        # on its first sentences and a relaunch with the same run id continues.
-        "cpu": dict(n_sentences=12, max_words=10, budgets=(1, 2, 4, 8, 16),
-                    search_verifiers=("resemblyzer>pocketsphinx",), time_limit_s=14 * 60.0, num_threads=2),
-    }
+    PROFILES: ClassVar[dict] = stage_profiles("search")  # workbench/profiles.yaml
 
     def __post_init__(self) -> None:
         from workbench.config import ConfigError

@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
+from workbench.settings import stage_profiles
+
 RUN_KIND = "asr"
 CODEC_SUFFIX = "@codec"
 CHECKPOINT_FILE = "checkpoints/last.pt"
@@ -44,24 +46,7 @@ CHECKPOINT_FILE = "checkpoints/last.pt"
 class ASRTrainConfig:
     """One training run of the CTC recogniser. Architecture fields mirror `ASRModelSpec`."""
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
-        # Seconds: a few dozen short clips, a tiny model; checks the plumbing, learns little.
-        "smoke": dict(width=64, n_blocks=2, max_steps=30, max_train_utterances=32, max_eval_utterances=8,
-                      speed_factors=(1.0,),
-                      batch_frames=3000, eval_every=15, checkpoint_every=15, log_every=5, num_threads=1),
-        # About 5 minutes on 2 cores (the demo pipeline's budget for this stage): ~0.21 s per
-        # step of 8,000 frames plus ~1 min of feature extraction and evaluation. A first run
-        # without dropout, speed perturbation or synthetic voices (kernel 15, 500 steps) reached
-        # train loss 0.46 but Kathleen test CER 0.39 / WER 0.85: it memorised, hence the
-        # regularisation. A BiGRU on top (rnn_layers=1, 3 conv blocks) did worse at 500 steps.
-        # With codec augmentation (Kathleen's clips twice), 1200 steps left Kathleen test greedy
-        # WER/CER at 0.786/0.333 (0.730/0.322 without it); 1800 steps: 0.740/0.317 (~5 min loop).
-        "cpu": dict(width=192, n_blocks=5, kernel_size=9, stride=4, dropout=0.1, max_steps=1800,
-                    batch_frames=8000, warmup_steps=60, speed_factors=(0.9, 1.0, 1.1), eval_every=200),
-        "gpu-1b": dict(width=384, n_blocks=12, max_steps=20000, batch_frames=40000),
-        "gpu-3b": dict(width=384, n_blocks=12, max_steps=20000, batch_frames=40000),
-        "gpu-8b": dict(width=384, n_blocks=12, max_steps=20000, batch_frames=40000),
-    }
+    PROFILES: ClassVar[dict] = stage_profiles("asr")  # workbench/profiles.yaml
 
     # Synthetic espeak voices read the same CMU ARCTIC prompts: more voices for the acoustics,
     # while held-out texts are filtered out of every training set (see the module docstring).

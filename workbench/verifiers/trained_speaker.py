@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
+from workbench.settings import stage_profiles
 from workbench.verifiers import trained_models
 from workbench.verifiers.base import SpeakerVerifierBase, VerifierError, equal_length_batches, register
 
@@ -184,16 +185,7 @@ class WorkbenchSpeakerVerifier(trained_models.TrainedModelVerifier, SpeakerVerif
 
 @dataclass(frozen=True)
 class SpeakerTrainConfig:
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
-        "smoke": dict(channels=32, embedding_dim=32, max_steps=12, speakers_per_batch=6, clips_per_speaker=2,
-                      crop_frames=100, max_clips_per_speaker=6, max_eval_clips_per_speaker=3,
-                      checkpoint_every=6, log_every=3, warmup_steps=2, num_threads=1),
-        # About 4 minutes on 2 cores: ~0.7 s per step of 48 two-second crops, plus loading.
-        "cpu": dict(channels=128, embedding_dim=128, max_steps=300),
-        "gpu-1b": dict(channels=512, embedding_dim=192, max_steps=20000, speakers_per_batch=32),
-        "gpu-3b": dict(channels=512, embedding_dim=192, max_steps=20000, speakers_per_batch=32),
-        "gpu-8b": dict(channels=512, embedding_dim=192, max_steps=20000, speakers_per_batch=32),
-    }
+    PROFILES: ClassVar[dict] = stage_profiles("speaker")  # workbench/profiles.yaml
 
     corpora: tuple[str, ...] = ("kathleen", "vctk", "synth", "fsdd", "cmu_arctic", "ljspeech")
     skip_missing_corpora: bool = True  # a corpus not prepared is left out (listed in the summary)
