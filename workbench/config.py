@@ -23,17 +23,12 @@ from typing import Any, Iterable, Literal, Mapping, TypeVar, Union
 
 import yaml
 
-PROFILE_NAMES = ("smoke", "cpu", "gpu-1b", "gpu-3b", "gpu-8b")
-"""smoke: end to end in about 2 minutes (CI); cpu: the real experiment on 2 cores (default);
-gpu-*: the paper's shapes (Llama-3.2-1B / 3B, Llama-3.1-8B, full-size X-codec2)."""
+from workbench.errors import ConfigError
+from workbench.settings import PROFILE_NAMES, TABLE_PATH, stages_lacking
 
 DEFAULT_PROFILE = "cpu"
 
 C = TypeVar("C")
-
-
-class ConfigError(ValueError):
-    """A parameter that does not fit its config: unknown name, wrong type or bad value."""
 
 
 def _type_name(tp: Any) -> str:
@@ -211,8 +206,6 @@ def parse_overrides(pairs: Iterable[str] | None, option: str = "--set") -> dict[
 
 
 def _missing_profile_message(cls: type, profile: str) -> str:
-    from workbench.settings import TABLE_PATH, stages_lacking
-
     lacking = stages_lacking(profile)
     return (f"{cls.__name__} has no settings for profile {profile!r}; stages of {TABLE_PATH.name} "
             f"without it: {', '.join(lacking) or '(none: the class is not in the table)'}")

@@ -14,7 +14,11 @@ from typing import Any
 
 import yaml
 
-from workbench.config import PROFILE_NAMES, ConfigError
+from workbench.errors import ConfigError
+
+PROFILE_NAMES = ("smoke", "cpu", "gpu-1b", "gpu-3b", "gpu-8b")
+"""smoke: end to end in about 2 minutes (CI); cpu: the real experiment on 2 cores (default);
+gpu-*: the paper's shapes (Llama-3.2-1B / 3B, Llama-3.1-8B, full-size X-codec2)."""
 
 TABLE_PATH = Path(__file__).with_name("profiles.yaml")
 

@@ -141,9 +141,12 @@ class CodecLoader:
     load: Callable[[str, str], Codec]  # (path_or_id, device) -> Codec
 
 
-def _workbench_file(path: Path) -> Path | None:
-    from workbench.codec.train import CHECKPOINT_NAME, CODEC_NAME
+# File names of a workbench codec run (written by `workbench.codec.train`, read here).
+CHECKPOINT_NAME = "checkpoint.pt"
+CODEC_NAME = "codec.pt"
 
+
+def _workbench_file(path: Path) -> Path | None:
     if path.is_file() and path.suffix == ".pt":
         return path
     for name in (CODEC_NAME, CHECKPOINT_NAME):

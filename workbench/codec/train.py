@@ -39,6 +39,7 @@ from workbench.atomic import atomic_torch_save
 from workbench.codec.config import CodecConfig
 from workbench.codec.data import CropSampler, corpus_utterances, load_corpus_audio
 from workbench.codec.discriminators import CodecDiscriminators
+from workbench.codec.interface import CHECKPOINT_NAME, CODEC_NAME
 from workbench.codec.losses import (
     MultiResolutionSTFTLoss, MultiScaleMelLoss, codebook_entropy_loss, discriminator_loss,
     feature_matching_loss, generator_adversarial_loss, semantic_loss,
@@ -46,8 +47,6 @@ from workbench.codec.losses import (
 from workbench.codec.model import CodecModel, build_model, count_parameters
 from workbench.config import to_dict
 
-CHECKPOINT_NAME = "checkpoint.pt"
-CODEC_NAME = "codec.pt"
 RUN_KIND = "codec"
 
 

@@ -189,20 +189,3 @@ def prepare_corpus(config: DataConfig, root: str | Path | None = None, progress:
         if path.exists():
             shutil.copyfile(path, out_dir / notice)
     return report
-
-
-def ensure_prepared(corpus: str, profile: str) -> Path:
-    """Folder of `corpus` prepared with the profile's data settings, prepared now if it is missing
-    (the espeak-ng corpus "synth" is synthesised first). A prepared folder is reused as it is."""
-    from workbench.config import for_profile
-
-    config = for_profile(DataConfig, profile, corpus=corpus)
-    folder = data_root() / config.dataset_name
-    if not (folder / "manifest.jsonl").exists():
-        if corpus == "synth":
-            from workbench.data.synth import prepare_synth
-
-            prepare_synth(profile)
-        else:
-            prepare_corpus(config, progress=False)
-    return folder

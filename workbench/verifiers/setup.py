@@ -11,7 +11,7 @@ SPEAKER_CORPORA = ("kathleen", "vctk", "synth", "fsdd", "cmu_arctic", "ljspeech"
 
 def prepare_corpora(names: tuple[str, ...], profile: str) -> dict[str, str]:
     """Prepare each corpus (reusing finished ones) and return {corpus: prepared folder name}."""
-    from workbench.data.prepare import ensure_prepared
+    from workbench.data.prepared import ensure_prepared
 
     return {name: ensure_prepared(name, profile).name for name in names}
 
