@@ -49,6 +49,29 @@ def test_data_notebook_runs_on_smoke_and_exports_offline_html(workdirs):
     assert summary["utterances"] == 48
 
 
+def test_a_library_change_reruns_a_finished_notebook_and_says_why(workdirs, monkeypatch):
+    from workbench.report import runner
+
+    first = run_notebook("00_data", profile="smoke", progress=False, reuse=True, export=False)
+    assert not first.reused and "no finished run" in first.reason
+    again = run_notebook("00_data", profile="smoke", progress=False, reuse=True, export=False)
+    assert again.reused and again.run_dir == first.run_dir
+    # The same notebook, profile and config under different library code: run again, and say so.
+    monkeypatch.setattr(runner, "library_sha", lambda: "0123456789ab")
+    changed = run_notebook("00_data", profile="smoke", progress=False, reuse=True, export=False)
+    assert not changed.reused and changed.run_dir != first.run_dir
+    assert changed.reason == f"workbench library code changed since {first.run_dir.name}"
+    parameters = run_notebook("00_data", {"max_utterances": 20}, profile="smoke", progress=False, reuse=True,
+                              export=False)
+    assert not parameters.reused and parameters.reason.startswith("config and inputs changed")
+
+
+def test_library_hash_covers_code_and_settings():
+    from workbench.report.runner import library_sha
+
+    assert library_sha() == library_sha() and len(library_sha()) == 12
+
+
 def test_failing_cell_leaves_notebook_marks_failed(workdirs):
     with pytest.raises(NotebookFailed) as error:
         run_notebook("00_data", {"corpus": "no_such_corpus"}, profile="smoke", progress=False)

@@ -1,8 +1,9 @@
 """The main job (`make demo`): every stage of the experiment for one profile, resumable.
 
 Each stage is a notebook run; a stage whose notebook code, profile and config match a finished
-run is reused, so a second `make demo` only reruns what changed. Stages are listed in pipeline
-order; later issues add codec, LM-scaling and search stages here.
+run is reused, so a second `make demo` only reruns what changed; a change to the `workbench`
+library's code reruns the stages too (it is part of the reuse key), and the log says why each
+stage was reused or run.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def run_pipeline(profile: str = "cpu", *, stages: tuple[Stage, ...] = STAGES, re
         outputs[stage.name] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
         result.stages.append(StageResult(stage.name, run.run_dir, run.reused, wall))
         state = "reused finished run" if run.reused else f"done in {wall:.0f} s"
-        print(f"[pipeline {profile}] {stage.name}: {state} -> {run.run_dir}", flush=True)
+        print(f"[pipeline {profile}] {stage.name}: {state} ({'reused' if run.reused else 'ran'}: {run.reason}) "
+              f"-> {run.run_dir}", flush=True)
     result.index = build_reports(reports_dir, root=root)
     print(f"[pipeline {profile}] reports: {result.index} ({result.wall_s:.0f} s in all)", flush=True)
     return result

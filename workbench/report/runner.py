@@ -7,6 +7,8 @@ error, in the run directory, marks the run failed and raises.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,21 +36,53 @@ class NotebookRun:
     notebook_path: Path
     html_path: Path | None
     reused: bool = False
+    reason: str = ""  # why it was reused or executed, for the pipeline's log
+
+
+def library_sha() -> str:
+    """Hash of the `workbench` package's code and settings (every .py and .yaml file, by path and
+    content): part of the reuse key, so a library change reruns the stages instead of serving
+    results the current code would not give."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(p for p in package.rglob("*") if p.suffix in (".py", ".yaml") and p.is_file()):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+# The parts of a reuse key, in order, and how a changed part is said to the user.
+_KEY_PARTS = ("notebook", "notebook code", "profile", "config and inputs", "workbench library code")
 
 
 def reuse_key(name: str, profile: str, config: Any) -> str:
-    """Same notebook code + same profile + same config -> same key: the run can be reused."""
-    return f"{name}:{get_notebook(name).sha()}:{profile}:{config_hash(config)}"
+    """Same notebook code + profile + config + library code -> same key: the run can be reused."""
+    return f"{name}:{get_notebook(name).sha()}:{profile}:{config_hash(config)}:{library_sha()}"
+
+
+def _finished_runs(name: str, root: str | Path | None) -> list[tuple[Path, dict]]:
+    out = []
+    for run_dir in reversed(find_runs(RUN_KIND, root=root, status="finished")):  # newest first
+        meta = json.loads((run_dir / "meta.json").read_text())
+        if meta.get("notebook") == name and (run_dir / "notebook.ipynb").exists():
+            out.append((run_dir, meta))
+    return out
 
 
 def find_finished(name: str, key: str, root: str | Path | None = None) -> Path | None:
-    import json
+    return next((run_dir for run_dir, meta in _finished_runs(name, root) if meta.get("reuse_key") == key), None)
 
-    for run_dir in reversed(find_runs(RUN_KIND, root=root, status="finished")):
-        meta = json.loads((run_dir / "meta.json").read_text())
-        if meta.get("reuse_key") == key and (run_dir / "notebook.ipynb").exists():
-            return run_dir
-    return None
+
+def rerun_reason(name: str, key: str, root: str | Path | None = None) -> str:
+    """Why no finished run of `name` matches `key`, in words: the parts of the key that differ
+    from the newest finished run of the same notebook and profile."""
+    parts = key.split(":")
+    same_profile = [(d, m) for d, m in _finished_runs(name, root) if m.get("profile") == parts[2]]
+    if not same_profile:
+        return f"no finished run of {name} on profile {parts[2]!r} yet"
+    run_dir, meta = same_profile[0]
+    old = str(meta.get("reuse_key", "")).split(":")
+    changed = [label for label, a, b in zip(_KEY_PARTS, old + [""] * len(parts), parts) if a != b]
+    return f"{' and '.join(changed) or 'key'} changed since {run_dir.name}"
 
 
 def run_notebook(name: str, params: dict[str, Any] | None = None, profile: str = DEFAULT_PROFILE,
@@ -67,7 +101,9 @@ def run_notebook(name: str, params: dict[str, Any] | None = None, profile: str =
     key = reuse_key(spec.name, profile, config)
     if reuse and (previous := find_finished(spec.name, key, root)) is not None:
         html = previous / "report.html"
-        return NotebookRun(spec.name, previous, previous / "notebook.ipynb", html if html.exists() else None, True)
+        return NotebookRun(spec.name, previous, previous / "notebook.ipynb", html if html.exists() else None, True,
+                           reason="notebook code, profile, config, inputs and workbench code unchanged")
+    reason = rerun_reason(spec.name, key, root) if reuse else "reuse turned off"
 
     with start_run(RUN_KIND, config, root=root) as run:
         run.meta.update(notebook=spec.name, title=spec.title, profile=profile, reuse_key=key, parameters=params)
@@ -98,7 +134,7 @@ def run_notebook(name: str, params: dict[str, Any] | None = None, profile: str =
         from workbench.report.html import export_html
 
         html_path = export_html(output, run.dir / "report.html")
-    return NotebookRun(spec.name, run.dir, output, html_path)
+    return NotebookRun(spec.name, run.dir, output, html_path, reason=reason)
 
 
 def _export_quietly(notebook: Path, html: Path) -> None:
