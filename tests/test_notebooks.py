@@ -91,3 +91,24 @@ def test_pipeline_reuses_finished_stages(smoke_pipeline):
     for stage in first.stages:
         assert f"{stage.name}-smoke.html" in index
         assert (reports / f"{stage.name}-smoke.html").exists()
+
+
+def test_a_notebook_opened_by_hand_takes_unset_inputs_from_the_newest_upstream_run(workdirs, capsys):
+    from workbench.atomic import atomic_write_json
+    from workbench.config import for_profile
+    from workbench.pipeline import fill_from_upstream
+    from workbench.runs import start_run
+    from workbench.scaling.sweep import SweepConfig
+
+    for tokens in ("data/tokens/old", "data/tokens/new"):  # two finished 10_codec runs, newest last
+        with start_run("notebooks", for_profile(SweepConfig, "smoke")) as run:
+            run.meta.update(notebook="10_codec", profile="smoke")
+            (run.dir / "notebook.ipynb").write_text("{}")
+            atomic_write_json(run.dir / "summary.json", {"tokens_dir": tokens, "codec": "runs/codec/x"})
+    config = for_profile(SweepConfig, "smoke")
+    namespace = {"tokens_dir": None, "codec": "my.pt"}  # the user set codec, left tokens_dir at None
+    filled = fill_from_upstream(dataclasses.replace(config, codec="my.pt"), "20_lm_scaling", "smoke", namespace)
+    assert filled.tokens_dir == "data/tokens/new" and filled.codec == "my.pt"
+    assert "tokens_dir = 'data/tokens/new'" in capsys.readouterr().out
+    # Nothing upstream on another profile: the profile's value stays, nothing is said.
+    assert fill_from_upstream(config, "20_lm_scaling", "cpu", {"tokens_dir": None}) == config

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +111,21 @@ def test_atomic_write_keeps_old_file_when_write_fails(tmp_path):
         atomic._atomic_write(path, lambda h: (h.write("partial"), 1 / 0), "w")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]  # no temp file left behind
+
+
+def test_default_folders_resolve_against_the_project_root_not_the_working_directory(tmp_path, monkeypatch):
+    from workbench.data.prepare import data_root
+    from workbench.paths import project_root
+    from workbench.runs import runs_root
+
+    monkeypatch.delenv("WORKBENCH_RUNS", raising=False)
+    monkeypatch.delenv("WORKBENCH_DATA_DIR", raising=False)
+    monkeypatch.delenv("WORKBENCH_ROOT", raising=False)
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo / "notebooks")  # where JupyterLab starts a notebook's kernel
+    assert project_root() == repo
+    assert runs_root() == repo / "runs" and data_root() == repo / "data"
+    monkeypatch.setenv("WORKBENCH_ROOT", str(tmp_path))
+    assert runs_root() == tmp_path / "runs" and data_root() == tmp_path / "data"
+    monkeypatch.setenv("WORKBENCH_RUNS", str(tmp_path / "elsewhere"))
+    assert runs_root() == tmp_path / "elsewhere"

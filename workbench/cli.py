@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from workbench.config import DEFAULT_PROFILE, PROFILE_NAMES, ConfigError, parse_overrides, parse_value
+from workbench.paths import default_dir
 
 
 def _profile_arg(parser: argparse.ArgumentParser) -> None:
@@ -171,7 +172,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from workbench.report.index import build_reports
 
-    print(f"index: {build_reports(args.out)}")
+    print(f"index: {build_reports(args.out or default_dir('reports'))}")
     return 0
 
 
@@ -180,7 +181,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from workbench.report.runner import NotebookFailed
 
     try:
-        run_pipeline(args.profile, reuse=not args.no_reuse, reports_dir=args.out)
+        run_pipeline(args.profile, reuse=not args.no_reuse, reports_dir=args.out or default_dir("reports"))
     except NotebookFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -291,12 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     batch.set_defaults(func=cmd_batch)
 
     report = sub.add_parser("report", help="collect the latest notebook reports into reports/ with an index page")
-    report.add_argument("--out", type=Path, default=Path("reports"))
+    report.add_argument("--out", type=Path, help="default: reports/ under the project root")
     report.set_defaults(func=cmd_report)
 
     pipeline = sub.add_parser("pipeline", help="the main job: every stage for a profile, then reports (resumable)")
     pipeline.add_argument("--no-reuse", action="store_true", help="rerun stages even when a finished run matches")
-    pipeline.add_argument("--out", type=Path, default=Path("reports"))
+    pipeline.add_argument("--out", type=Path, help="reports folder (default: reports/ under the project root)")
     _profile_arg(pipeline)
     pipeline.set_defaults(func=cmd_pipeline)
 

@@ -8,13 +8,16 @@ stage was reused or run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping, TypeVar
 
 from workbench.report.notebooks import NOTEBOOKS
 
+C = TypeVar("C")
 
 
 @dataclass(frozen=True)
@@ -106,3 +109,37 @@ def _upstream(outputs: dict[str, dict], stage: Stage, param: str, source: str, k
         raise RuntimeError(f"stage {stage.name} needs {param} = {source}'s summary key {key!r}, "
                            f"but {source} recorded only {sorted(outputs[source])}")
     return outputs[source][key]
+
+
+def latest_stage_output(stage: str, key: str, profile: str, root: str | Path | None = None) -> tuple[Any, Path] | None:
+    """`key` of the summary of the newest finished run of notebook `stage` on `profile`, with that
+    run's folder; None when no such run recorded it."""
+    from workbench.runs import find_runs
+
+    for run_dir in reversed(find_runs("notebooks", root=root, status="finished")):
+        meta = json.loads((run_dir / "meta.json").read_text())
+        summary_path = run_dir / "summary.json"
+        if meta.get("notebook") == stage and meta.get("profile") == profile and summary_path.exists():
+            summary = json.loads(summary_path.read_text())
+            if summary.get(key) not in (None, ""):
+                return summary[key], run_dir
+    return None
+
+
+def fill_from_upstream(config: C, stage: str, profile: str, namespace: Mapping[str, Any],
+                       root: str | Path | None = None) -> C:
+    """For a notebook opened by hand (JupyterLab): each input the pipeline would pass this stage
+    (`Stage.inputs`) that the notebook's parameters leave at None is taken from the newest finished
+    run of the stage before on the same profile, and said in the output. Set parameters win; with
+    no upstream run the profile's value stays."""
+    spec = next((s for s in STAGES if s.name == stage), None)
+    filled = {}
+    for param, (source, key) in (spec.inputs.items() if spec else ()):
+        if namespace.get(param) is not None:
+            continue
+        found = latest_stage_output(source, key, profile, root)
+        if found is not None:
+            filled[param] = found[0]
+            print(f"{param} = {found[0]!r}  (not set: taken from {source} run {found[1].name}, the newest "
+                  f"finished on profile {profile!r})")
+    return dataclasses.replace(config, **filled) if filled else config

@@ -23,6 +23,7 @@ from typing import Any, Iterator
 
 from workbench.atomic import atomic_write_json, atomic_write_text
 from workbench.config import config_hash, to_dict, to_yaml
+from workbench.paths import default_dir
 
 RUNS_ROOT_ENV = "WORKBENCH_RUNS"
 TRACKED_PACKAGES = (
@@ -33,8 +34,8 @@ STATUSES = ("running", "finished", "failed", "interrupted")
 
 
 def runs_root(root: str | Path | None = None) -> Path:
-    """`root`, else $WORKBENCH_RUNS, else ./runs."""
-    return Path(root or os.environ.get(RUNS_ROOT_ENV) or "runs").resolve()
+    """`root`, else $WORKBENCH_RUNS, else runs/ under the project root (`workbench.paths`)."""
+    return Path(root or os.environ.get(RUNS_ROOT_ENV) or default_dir("runs")).resolve()
 
 
 def _now() -> str:

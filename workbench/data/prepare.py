@@ -24,6 +24,7 @@ from workbench.data.corpora import CORPORA, find_source
 from workbench.data.manifest import Utterance, write_manifest
 from workbench.data.readers import read_corpus
 from workbench.data.splits import assign_splits, split_counts
+from workbench.paths import default_dir
 from workbench.settings import stage_profiles
 
 DATA_ROOT_ENV = "WORKBENCH_DATA_DIR"
@@ -84,7 +85,8 @@ class PrepareReport:
 
 
 def data_root(root: str | Path | None = None) -> Path:
-    return Path(root or os.environ.get(DATA_ROOT_ENV) or "data").resolve()
+    """`root`, else $WORKBENCH_DATA_DIR, else data/ under the project root (`workbench.paths`)."""
+    return Path(root or os.environ.get(DATA_ROOT_ENV) or default_dir("data")).resolve()
 
 
 def _check_and_convert(u: Utterance, target: Path, config: DataConfig, allow_upsample: bool,
