@@ -7,7 +7,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export WORKBENCH_DATA_MIRROR ?= $(abspath ../shared/data)
 PROFILE ?= cpu
 
-.PHONY: setup demo test test-fast report clean-reports strip
+.PHONY: setup demo test test-fast lab report clean-reports strip
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -20,6 +20,14 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# JupyterLab from the repository root, on the project's kernel, with the data mirror and the
+# project root set (so data/ and runs/ are the pipeline's, whatever folder a notebook runs in).
+# Root (as on these machines) needs --allow-root. Extra options: make lab LAB_ARGS="--no-browser --port 8899"
+LAB_ARGS ?=
+lab: setup
+	WORKBENCH_ROOT=$(CURDIR) $(VENV)/bin/jupyter lab --ServerApp.root_dir=$(CURDIR) \
+		$(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS) $(CURDIR)/notebooks
 
 report: setup
 	$(VENV)/bin/workbench report
