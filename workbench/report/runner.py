@@ -7,6 +7,7 @@ error, in the run directory, marks the run failed and raises.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,7 +17,8 @@ from typing import Any
 
 from workbench.config import DEFAULT_PROFILE, config_hash, for_profile
 from workbench.report.notebooks import get_notebook
-from workbench.runs import find_runs, start_run
+from workbench.report.progress import ProgressEcho
+from workbench.runs import find_runs, runs_root, start_run
 
 RUN_KIND = "notebooks"
 
@@ -111,12 +113,15 @@ def run_notebook(name: str, params: dict[str, Any] | None = None, profile: str =
         output = run.dir / "notebook.ipynb"
         env_before = os.environ.get("WORKBENCH_RUN_DIR")
         os.environ["WORKBENCH_RUN_DIR"] = str(run.dir)  # the kernel inherits it: artifacts land here
+        # The cells' own training progress (steps, loss, ETA) in the terminal, beside Papermill's bar.
+        echo = ProgressEcho(spec.name, runs_root(root)) if progress else contextlib.nullcontext()
         try:
-            papermill.execute_notebook(
-                str(spec.path), str(output), parameters={"profile": profile, **params},
-                kernel_name="python3", progress_bar=progress, cwd=str(Path.cwd()),
-                execution_timeout=timeout_s,
-            )
+            with echo:
+                papermill.execute_notebook(
+                    str(spec.path), str(output), parameters={"profile": profile, **params},
+                    kernel_name="python3", progress_bar=progress, cwd=str(Path.cwd()),
+                    execution_timeout=timeout_s,
+                )
         except papermill.PapermillExecutionError as error:
             if export:
                 _export_quietly(output, run.dir / "report.html")

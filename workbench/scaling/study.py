@@ -281,9 +281,12 @@ def text_gain_by_size(table, utterances, max_utterances: int = 32):
     to select from."""
     import pandas as pd
 
+    from transformers.utils import logging as hf_logging
+
     from workbench.lm.diagnostics import text_conditioning_gain
     from workbench.lm.model import load_lm
 
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per size would clutter the report
     rows = []
     for run in best_runs_by_size(table).itertuples():
         lm = load_lm(run.model_dir)
