@@ -68,4 +68,6 @@ def player_table(rows: Sequence[dict], audio_columns: Sequence[str], sample_rate
         cells += [f"<td>{audio_html(row[c], sample_rate) if row.get(c) is not None else ''}</td>"
                   for c in audio_columns]
         body.append(f"<tr>{''.join(cells)}</tr>")
-    return _HTML(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+    # Its own scrolling box: one column per model size can be wider than the page.
+    return _HTML(f"<div style='overflow-x:auto;max-width:100%'><table><thead><tr>{head}</tr></thead>"
+                 f"<tbody>{''.join(body)}</tbody></table></div>")

@@ -56,6 +56,16 @@ def provenance_banner(run_dir: Path) -> str:
     )
 
 
+# Wide outputs (a players table with one column per model size, a long config) scroll inside
+# their own box instead of pushing the page past a laptop's width; figures shrink to fit.
+LAYOUT_CSS = (
+    "<style>.jp-OutputArea-output, .jp-RenderedHTMLCommon {overflow-x:auto; max-width:100%}"
+    " .jp-RenderedImage img, .jp-OutputArea-output img {max-width:100%; height:auto}"
+    " .jp-OutputArea-output pre {white-space:pre-wrap; word-break:break-word}"
+    " audio {max-width:260px}</style>"
+)
+
+
 def export_html(notebook_path: str | Path, out_path: str | Path, budget_mb: float = DEFAULT_BUDGET_MB) -> Path:
     """Render an executed notebook to one offline HTML file; raise ReportTooLarge over budget."""
     import nbformat
@@ -68,6 +78,7 @@ def export_html(notebook_path: str | Path, out_path: str | Path, budget_mb: floa
     body = strip_remote_resources(body)
     banner = provenance_banner(notebook_path.parent)
     body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + banner, body, count=1)
+    body = body.replace("</head>", LAYOUT_CSS + "</head>", 1)
     size_mb = len(body.encode()) / 2**20
     if size_mb > budget_mb:
         raise ReportTooLarge(
