@@ -67,7 +67,7 @@ def test_chinchilla_recovers_planted_parameters(noisy_fit) -> None:
 
 
 def test_chinchilla_fit_is_fast(noisy_fit) -> None:
-    # DESIGN.md: 8 minutes with numerical gradients; the target here is well under 2 s.
+    # A first version with numerical gradients took 8 minutes; the target here is well under 2 s.
     _, seconds = noisy_fit
     assert seconds < 5.0, f"Chinchilla fit on 240 points took {seconds:.2f} CPU s"
 

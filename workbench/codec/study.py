@@ -16,7 +16,7 @@ import numpy as np
 from workbench.config import config_hash, for_profile, from_params
 from workbench.settings import stage_profiles
 
-# Published reconstruction on LibriSpeech test-clean (Llasa paper, REFERENCE.md §3): context only.
+# Published reconstruction on LibriSpeech test-clean (Llasa paper, docs/reference.md §3): context only.
 PUBLISHED = {
     "X-codec2 (published, LibriSpeech)": {"frame_rate_hz": 50, "wer_resynth": 2.47 / 100, "stoi": 0.92,
                                           "pesq_wb": 2.43, "pesq_nb": 3.04, "sim_resynth": 0.82},

@@ -47,7 +47,7 @@ class EncodedDataset:
 def encode_utterances(utterances: Sequence[TokenizedUtterance], tokenizer: Any, layout: TokenLayout,
                       max_seq_len: int = 2048,
                       too_long: Literal["drop", "truncate"] = "drop") -> EncodedDataset:
-    """Build one TTS sequence per utterance (REFERENCE §2), capped at `max_seq_len` tokens.
+    """Build one TTS sequence per utterance (docs/reference.md §2), capped at `max_seq_len` tokens.
 
     "drop" skips a too-long utterance (the paper's choice: 2048 tokens is about 40 s); "truncate"
     keeps its first `max_seq_len` tokens, which loses the end token, so the model never learns to

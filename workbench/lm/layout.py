@@ -1,4 +1,4 @@
-"""Llasa's token layout and the sequences built from it (REFERENCE.md §2).
+"""Llasa's token layout and the sequences built from it (docs/reference.md §2).
 
 The vocabulary is, in this order: the text tokenizer's own entries, the 8 special tokens below,
 then one token ``<|s_k|>`` per codec code k. With the Llama-3 tokenizer (128,256 entries) this
@@ -252,7 +252,7 @@ def build_tts_sequence(tokenizer: Any, layout: TokenLayout, text: str,
     """TTS training sequence: prompt, speech tokens, ``<|SPEECH_GENERATION_END|>``.
 
     Labels equal the ids from ``<|SPEECH_GENERATION_START|>`` through ``<|SPEECH_GENERATION_END|>``
-    and IGNORE_INDEX elsewhere (REFERENCE §2: template and text carry no loss). Labels are not
+    and IGNORE_INDEX elsewhere (docs/reference.md §2: template and text carry no loss). Labels are not
     shifted; the model shifts them, so the targets are the start token (predicted from the last
     prompt token), every speech token and the end token.
     """

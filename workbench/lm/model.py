@@ -1,4 +1,4 @@
-"""Build, save and load the LM: an ordinary `transformers.LlamaForCausalLM` (REFERENCE §1).
+"""Build, save and load the LM: an ordinary `transformers.LlamaForCausalLM` (docs/reference.md §1).
 
 A workbench checkpoint is a plain Hugging Face folder: ``config.json`` + weights, the tokenizer
 (with the specials and speech tokens), ``generation_config.json`` whose eos is

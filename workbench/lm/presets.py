@@ -8,7 +8,7 @@ sweep spans two decades of N. Head dim is 16-64 (smaller heads waste the matmuls
 shared (GQA) wherever the head count allows it, and FFN width is about 8/3 d rounded to a
 multiple of 64, as in Llama. Exact counts come from `workbench.lm.flops.count_params`.
 
-Paper shapes: Llama-3.2-1B, Llama-3.2-3B, Llama-3.1-8B (REFERENCE §2). Llama-3.2 ties input and
+Paper shapes: Llama-3.2-1B, Llama-3.2-3B, Llama-3.1-8B (docs/reference.md §2). Llama-3.2 ties input and
 output embeddings; Llama-3.1-8B does not. Llama-3's "llama3" RoPE frequency scaling (for >8k
 contexts) is left out: sequences here are at most 2048 tokens and models train from scratch.
 """

@@ -1,4 +1,4 @@
-"""Text tokenizers with Llasa's specials and speech tokens appended (REFERENCE.md §2).
+"""Text tokenizers with Llasa's specials and speech tokens appended (docs/reference.md §2).
 
 Two ways to get one, both returning a transformers fast tokenizer whose vocabulary is
 text entries, then the 8 specials, then ``<|s_0|>``..``<|s_{K-1}|>``, so that

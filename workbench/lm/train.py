@@ -1,6 +1,6 @@
 """LM training: one visible loop (no HF Trainer), token budget as the sweep axis, exact resume.
 
-Recipe (REFERENCE §2): AdamW (β1 0.9, β2 0.95, weight decay 0.01 on matrices only), cosine LR with
+Recipe (docs/reference.md §2): AdamW (β1 0.9, β2 0.95, weight decay 0.01 on matrices only), cosine LR with
 3 % linear warm-up decaying to 10 % of peak, gradient clipping at 1.0, gradient accumulation, fp32
 on CPU and bf16 autocast on GPU. Training stops once `token_budget` real (non-padding) tokens have
 been consumed, counted over all processes; the cosine schedule's length is estimated up front from

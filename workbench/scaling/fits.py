@@ -15,10 +15,10 @@ Fits follow Hoffmann et al. 2022 ("Training Compute-Optimal Large Language Model
   N_opt(C); power laws N_opt ∝ C^a and D_opt ∝ C^b across budgets.
 - The compute frontier L(C) = E + A C^-alpha (`fit_power_law` on `compute_frontier`).
 
-Speed: DESIGN.md measured 8 minutes for the full 4,500-start grid with scipy's numerical
-gradients. Here the objective and its gradient are analytic, all grid starts are evaluated in one
-vectorised pass to rank them, and L-BFGS runs only from the best few; bootstrap resamples are
-warm-started from the full-data optimum.
+Speed: a first version with scipy's numerical gradients took about 8 minutes for the full
+4,500-start grid on 240 points. Here the objective and its gradient are analytic, all grid starts
+are evaluated in one vectorised pass to rank them, and L-BFGS runs only from the best few;
+bootstrap resamples are warm-started from the full-data optimum.
 """
 
 from __future__ import annotations

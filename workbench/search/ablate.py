@@ -71,7 +71,7 @@ class AblationConfig:
     wer_verifier: str = "pocketsphinx"
     sim_verifier: str = "resemblyzer"
     quality_verifier: str = "dnsmos"  # "" = no quality column
-    temperature: float = 0.8  # published sampling (REFERENCE §2)
+    temperature: float = 0.8  # published sampling (docs/reference.md §2)
     top_p: float = 1.0
     step_tokens: int = 25  # process-verifier interval: 0.5 s at 50 Hz
     partial_s: float = 2.0

@@ -1,4 +1,4 @@
-"""Types, registry and scoring shared by every search strategy (Llasa §5, REFERENCE §5).
+"""Types, registry and scoring shared by every search strategy (Llasa §5, docs/reference.md §5).
 
 A strategy is a function with one signature (`SearchStrategy`) registered by name with
 `@register("name")`; `get(name)` returns it. Every strategy returns a `SearchResult` holding the
