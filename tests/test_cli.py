@@ -94,3 +94,16 @@ def test_scientific_notation_in_set_is_accepted_by_workbench_and_by_the_torchrun
     with pytest.raises((FileNotFoundError, ValueError)) as error:
         lm_train_main([str(tmp_path), "--profile", "smoke", "--set", "lr=5e-5"])
     assert "expected float" not in str(error.value)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "gpu-8b"])
+def test_pipeline_dry_run_prints_every_stage_settings_without_running_anything(profile, capsys, workdirs):
+    assert main(["pipeline", "--profile", profile, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for stage in ("00_data", "10_codec", "20_lm_scaling", "30_search"):
+        assert f": {stage} (" in out
+    for row in ("codec_study (CodecStudyConfig", "lm (LMTrainConfig", "search (AblationConfig", "asr (ASRTrainConfig"):
+        assert row in out
+    if profile == "gpu-8b":
+        assert "* preset = 'llama-3.1-8b'" in out and "* corpus = 'libritts'" in out
+    assert not (workdirs / "runs").exists()  # nothing ran

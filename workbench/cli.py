@@ -180,6 +180,11 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from workbench.pipeline import run_pipeline
     from workbench.report.runner import NotebookFailed
 
+    if args.dry_run:
+        from workbench.pipeline import plan
+
+        print(plan(args.profile))
+        return 0
     try:
         run_pipeline(args.profile, reuse=not args.no_reuse, reports_dir=args.out or default_dir("reports"))
     except NotebookFailed as error:
@@ -297,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     pipeline = sub.add_parser("pipeline", help="the main job: every stage for a profile, then reports (resumable)")
     pipeline.add_argument("--no-reuse", action="store_true", help="rerun stages even when a finished run matches")
+    pipeline.add_argument("--dry-run", action="store_true",
+                          help="print every stage's settings for the profile (built and validated) and run nothing")
     pipeline.add_argument("--out", type=Path, help="reports folder (default: reports/ under the project root)")
     _profile_arg(pipeline)
     pipeline.set_defaults(func=cmd_pipeline)

@@ -39,6 +39,34 @@ STAGES: tuple[Stage, ...] = (
 )
 
 
+# The settings rows (workbench/profiles.yaml) each notebook stage trains or runs with, beside its
+# own config: what a plan shows.
+STAGE_SETTINGS = {"00_data": ("data",), "10_codec": ("codec_study", "codec"), "20_lm_scaling": ("sweep", "lm"),
+                  "30_search": ("search", "synth", "asr", "speaker")}
+
+
+def plan(profile: str, stages: tuple[Stage, ...] = STAGES) -> str:
+    """What `run_pipeline(profile)` would run, stage by stage, with every setting it would use,
+    built through the config classes (so an unknown profile or a bad entry fails here, on any
+    machine, before anything is trained). Needs no GPU and starts nothing."""
+    from workbench.config import for_profile, to_dict
+    from workbench.settings import stage_class, stage_profiles
+
+    lines = [f"pipeline plan for profile {profile!r}"]
+    for number, stage in enumerate(stages, 1):
+        inputs = ", ".join(f"{p} <- {src}.{key}" for p, (src, key) in stage.inputs.items()) or "none"
+        lines.append(f"\nstage {number}/{len(stages)}: {stage.name} (inputs from earlier stages: {inputs})")
+        for row in STAGE_SETTINGS.get(stage.name, ()):
+            cls = stage_class(row)
+            config = to_dict(for_profile(cls, profile))
+            changed = stage_profiles(row)[profile]
+            lines.append(f"  {row} ({cls.__name__}; {len(changed)} field(s) set by the profile):")
+            for key, value in config.items():
+                mark = "*" if key in changed else " "
+                lines.append(f"   {mark} {key} = {value!r}")
+    return "\n".join(lines)
+
+
 @dataclass
 class StageResult:
     name: str
