@@ -290,7 +290,8 @@ def test_ablation_rows_resume_and_preferences(ablation_inputs, workdirs):
     import csv
 
     from workbench.config import for_profile
-    from workbench.search.ablate import AblationConfig, main, plan_arms, run_ablation
+    from workbench.search.ablation import AblationConfig, plan_arms, run_ablation
+    from workbench.search.ablation.cli import main
 
     root = ablation_inputs
     overrides = dict(lm_path=str(root / "lm"), codec_path=str(root / "codec"), corpus=str(root / "corpus"),

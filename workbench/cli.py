@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from workbench.config import DEFAULT_PROFILE, PROFILE_NAMES, ConfigError, parse_overrides, parse_value
 from workbench.paths import default_dir
@@ -126,7 +126,7 @@ def cmd_lm_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_search_ablate(args: argparse.Namespace) -> int:
-    from workbench.search.ablate import run_from_args
+    from workbench.search.ablation.cli import run_from_args
 
     return run_from_args(args)
 
@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = sub.add_parser("search", help="inference-time search ablations")
     search_sub = search.add_subparsers(dest="search_command", required=True, metavar="SUBCOMMAND")
-    from workbench.search.ablate import build_parser as build_ablate_parser
+    from workbench.search.ablation.cli import build_parser as build_ablate_parser
 
     ablate = build_ablate_parser(search_sub.add_parser(
         "ablate", help="strategies x budgets x verifiers over held-out sentences (resumable with --run-id)"))

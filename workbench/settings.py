@@ -31,7 +31,7 @@ STAGE_CLASSES = {
     "codec_study": "workbench.codec.study:CodecStudyConfig",
     "lm": "workbench.lm.train:LMTrainConfig",
     "sweep": "workbench.scaling.sweep:SweepConfig",
-    "search": "workbench.search.ablate:AblationConfig",
+    "search": "workbench.search.ablation.config:AblationConfig",
     "asr": "workbench.verifiers.train_asr:ASRTrainConfig",
     "speaker": "workbench.verifiers.trained_speaker:SpeakerTrainConfig",
 }

@@ -46,7 +46,7 @@ def register_notebook(spec: NotebookSpec) -> NotebookSpec:
 register_notebook(NotebookSpec("00_data", "workbench.data.prepare:DataConfig", "Data: corpus preparation and summary"))
 register_notebook(NotebookSpec("10_codec", "workbench.codec.study:CodecStudyConfig", "Codec: train, evaluate, listen, tokenise"))
 register_notebook(NotebookSpec("20_lm_scaling", "workbench.scaling.sweep:SweepConfig", "LM scaling: sweep, fits, held-out check, samples by size"))
-register_notebook(NotebookSpec("30_search", "workbench.search.ablate:AblationConfig", "Search: verifiers and strategies at equal compute"))
+register_notebook(NotebookSpec("30_search", "workbench.search.ablation.config:AblationConfig", "Search: verifiers and strategies at equal compute"))
 
 
 def notebooks_dir() -> Path:

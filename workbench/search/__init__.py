@@ -9,7 +9,7 @@ partial process-then-outcome search, with measured compute.
                       budget=8, sampling=SamplingConfig(), seed=0)
     result.wav, result.score, result.compute.lm_flops, result.candidates
 
-Importing this package loads no model; the ablation runner lives in `workbench.search.ablate`.
+Importing this package loads no model; the ablation runner lives in `workbench.search.ablation`.
 """
 
 from workbench.search.base import (Candidate, SearchCompute, SearchError, SearchOptions, SearchResult, SearchStep,

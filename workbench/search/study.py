@@ -18,7 +18,7 @@ COMPUTE = ("tokens_generated", "decodes", "verifier_calls", "lm_flops", "wall_s"
 def load_results(run_dir: str | Path):
     import pandas as pd
 
-    from workbench.search.ablate import RESULTS_FILE
+    from workbench.search.ablation.config import RESULTS_FILE
 
     path = Path(run_dir) / RESULTS_FILE
     if not path.exists():
