@@ -396,6 +396,7 @@ def _train(config: ASRTrainConfig, run, stop_after_steps: int | None) -> None:
 
     from workbench.atomic import atomic_torch_save
     from workbench.audio import resample
+    from workbench.checkpoints import load_weights_only
     from workbench.verifiers import trained_models
     from workbench.verifiers.text import normalize_text
     from workbench.verifiers.trained_asr import (WORD_LM_FILE, CTCRecognizer, encode_text, lexicon_decoder,
@@ -469,7 +470,7 @@ def _train(config: ASRTrainConfig, run, stop_after_steps: int | None) -> None:
     step, epoch, position, train_wall_s = 0, 0, 0, 0.0
     checkpoint_path = run.dir / CHECKPOINT_FILE
     if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        state = load_weights_only(checkpoint_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, epoch, position = state["step"], state["epoch"], state["position"]

@@ -154,7 +154,9 @@ def resolve_model_path(model: str | Path | None, root: str | Path | None = None)
 def load_model(path: str | Path) -> SpeakerEncoder:
     """A `SpeakerEncoder` in eval mode from a model file or a run directory."""
     path = resolve_model_path(path)
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    from workbench.checkpoints import load_weights_only
+
+    blob = load_weights_only(path)  # refuses a file that holds more than weights
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
         raise VerifierError(f"{path}: not a workbench speaker model file")
     model = SpeakerEncoder(SpeakerModelSpec(**blob["spec"]))
@@ -450,6 +452,7 @@ def _train(config: SpeakerTrainConfig, run, stop_after_steps: int | None, baseli
     from tqdm.auto import tqdm
 
     from workbench.atomic import atomic_torch_save
+    from workbench.checkpoints import load_weights_only
 
     wall_start = time.perf_counter()
     if config.num_threads > 0:
@@ -470,7 +473,7 @@ def _train(config: SpeakerTrainConfig, run, stop_after_steps: int | None, baseli
     step, train_wall_s = 0, 0.0
     checkpoint_path = run.dir / CHECKPOINT_FILE
     if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        state = load_weights_only(checkpoint_path)
         model.load_state_dict(state["model"])
         head.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])
