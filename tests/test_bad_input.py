@@ -215,3 +215,21 @@ def test_sigterm_ends_a_training_command_with_one_line(workdirs):
     assert len(lines) == 1 and "stopped by SIGTERM" in lines[0] and "--run-id term" in lines[0], err
     meta = json.loads((workdirs / "runs" / "lm" / "term" / "meta.json").read_text())
     assert meta["status"] == "interrupted"
+
+
+# -- a lost stage summary (case 11) ----------------------------------------------------------------
+
+
+@pytest.mark.slow  # two executions of the data notebook (about 30 s)
+def test_a_finished_stage_whose_summary_was_lost_is_run_again(workdirs):
+    from workbench.pipeline import Stage, run_pipeline
+
+    stages = (Stage("00_data"),)
+    first = run_pipeline("smoke", stages=stages, reports_dir=workdirs / "reports")
+    (first.stages[0].run_dir / "summary.json").unlink()
+    second = run_pipeline("smoke", stages=stages, reports_dir=workdirs / "reports")
+    again = second.stages[0]
+    assert not again.reused and again.run_dir != first.stages[0].run_dir
+    assert "dataset" in json.loads((again.run_dir / "summary.json").read_text())
+    third = run_pipeline("smoke", stages=stages, reports_dir=workdirs / "reports")
+    assert third.stages[0].reused and third.stages[0].run_dir == again.run_dir
