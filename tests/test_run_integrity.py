@@ -221,3 +221,15 @@ def test_codec_resume_skips_a_truncated_checkpoint_for_the_previous_one(tmp_path
     assert resumed.resumed_from_step == 2 and resumed.steps == 4
     assert "checkpoint.pt: checksum differs" in capsys.readouterr().err
     assert [m["step"] for m in read_metrics(run_dir) if "mel_loss" in m] == [1, 2, 3, 4]
+
+
+def test_a_field_added_to_the_code_since_the_run_started_is_no_difference_at_its_default(workdirs):
+    with start_run("toy", ToyConfig(), run_id="old") as run:
+        pass
+    (run.dir / "config.yaml").write_text("width: 4\n")  # written before `seed` and `progress` existed
+    with start_run("toy", ToyConfig(), run_id="old"):  # both at their defaults: the same run
+        pass
+    (run.dir / "config.yaml").write_text("width: 4\n")
+    with pytest.raises(RunConfigMismatch, match=r"seed: \(unset\) -> 2"):
+        with start_run("toy", ToyConfig(seed=2), run_id="old"):
+            pass

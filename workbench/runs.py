@@ -180,14 +180,20 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any],
-                       ignore: frozenset[str] = RESUME_FREE_FIELDS) -> list[str]:
-    """``key: old -> new`` for every top-level key whose value differs (YAML-plain dicts)."""
+                       ignore: frozenset[str] = RESUME_FREE_FIELDS,
+                       defaults: dict[str, Any] | None = None) -> list[str]:
+    """``key: old -> new`` for every top-level key whose value differs (YAML-plain dicts). A key
+    the old config lacks is no difference while the new value is its default (`defaults`): a
+    field added to the code since the run started, at the value that keeps the old behaviour."""
     missing = object()
+    defaults = defaults or {}
     out = []
     for key in sorted(set(old) | set(new)):
         if key in ignore:
             continue
         a, b = old.get(key, missing), new.get(key, missing)
+        if a is missing and key in defaults and b == defaults[key]:
+            continue
         if a != b:
             out.append(f"{key}: {'(unset)' if a is missing else repr(a)} -> {'(unset)' if b is missing else repr(b)}")
     return out
@@ -200,7 +206,8 @@ def _check_same_config(run_dir: Path, kind: str, run_id: str, config: Any, meta:
     config_path = run_dir / "config.yaml"
     if config_path.exists():
         old = yaml.safe_load(config_path.read_text()) or {}
-        differences = config_differences(old, new) if isinstance(old, dict) else ["config.yaml unreadable"]
+        differences = (config_differences(old, new, defaults=_field_defaults(config)) if isinstance(old, dict)
+                       else ["config.yaml unreadable"])
     else:
         same = meta.get("config_hash") in (None, config_hash(config))
         differences = [] if same else [f"config hash {meta.get('config_hash')} -> {config_hash(config)}"]
@@ -211,6 +218,26 @@ def _check_same_config(run_dir: Path, kind: str, run_id: str, config: Any, meta:
             f"run {kind}/{run_id} ({run_dir}) was made with another config: {'; '.join(differences)}. "
             "A run id stands for one config: resume it with the same settings, or give the new config "
             "another run id")
+
+
+def _field_defaults(config: Any) -> dict[str, Any]:
+    """YAML-plain default of each field of a dataclass config (fields without one left out)."""
+    import dataclasses
+
+    import yaml
+
+    if not dataclasses.is_dataclass(config):
+        return {}
+    out = {}
+    for f in dataclasses.fields(config):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            value = f.default_factory()  # type: ignore[misc]
+        else:
+            continue
+        out[f.name] = yaml.safe_load(yaml.safe_dump(to_dict({"v": value})))["v"]
+    return out
 
 
 def _write_traceback(run_dir: Path, error: BaseException) -> Path | None:
