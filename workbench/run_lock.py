@@ -78,6 +78,11 @@ class RunLock:
             raise RunLockedError(
                 f"{self.path.parent}: in use by {holder or 'another process'}{hint}; wait for it to end, "
                 "or use another run id") from None
+        except OSError as error:  # a filesystem without flock (Lustre mounted without it): run unlocked
+            import sys
+
+            print(f"[runs] {self.path.parent}: cannot lock ({error.strerror}); a second writer of this run "
+                  "will not be detected", file=sys.stderr, flush=True)
         except BaseException:
             os.close(fd)
             raise
@@ -98,7 +103,10 @@ class RunLock:
             os.ftruncate(self._fd, 0)
         except OSError:  # a full or read-only disk must not keep the lock held
             pass
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        except OSError:
+            pass
         os.close(self._fd)
         self._fd = None
 
