@@ -72,8 +72,12 @@ def load_weights_only(path: str | os.PathLike, map_location: Any = "cpu") -> Any
 
 
 def _first_line(error: BaseException) -> str:
+    """The first sentence of an error's message (torch appends paragraphs of advice)."""
     text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    first = text.splitlines()[0]
+    return first.split(". ", 1)[0].rstrip(".")[:200]
 
 
 def _unpickling_detail(error: BaseException) -> str:
