@@ -360,7 +360,7 @@ def _prepare_tokenizer(config: LMTrainConfig, train_texts: list[str], codebook_s
 
 def _latest_checkpoint(run_dir: Path) -> Path | None:
     """The newest checkpoint folder whose files match their checksums (each one skipped is
-    reported on stderr and in metrics.jsonl); None for a fresh run."""
+    reported on stderr); None for a fresh run."""
     from workbench.checkpoints import newest_verified_folder
 
     folders = sorted((p for p in (run_dir / "checkpoints").glob("step-*") if p.is_dir()), reverse=True)
