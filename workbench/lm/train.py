@@ -427,10 +427,10 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
     import torch
     from tqdm.auto import tqdm
 
+    from workbench.checkpoints import FOLDER_CHECKSUMS, load_weights_only, write_folder_checksums
     from workbench.data.token_shards import read_token_shards
     from workbench.lm.data import BatchStream, encode_utterances, eval_batches, split_utterances
     from workbench.lm.flops import count_params, training_flops
-    from workbench.checkpoints import FOLDER_CHECKSUMS, load_weights_only, write_folder_checksums
     from workbench.lm.model import build_model, load_lm, save_checkpoint
 
     _barrier(dist_info)  # rank 0 has created the run directory
