@@ -2,7 +2,7 @@
 and what to do, and the exit status. Anything else is a bug and keeps its traceback.
 
 A run that ended by an error keeps the full traceback in its ``error.log`` (`workbench.runs`); the
-line printed here points at it.
+line printed here points at it. ``WORKBENCH_TRACEBACK=1`` prints the traceback after the line too.
 """
 
 from __future__ import annotations
