@@ -27,6 +27,11 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: s
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        if error.filename is None:  # a failed flush or fsync names no file: name the one being written
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -45,7 +50,35 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+class _WriteErrorKeeper:
+    """A file handle for torch.save that keeps the OSError of a failed write: torch reports a full
+    disk as ``RuntimeError: unexpected pos ...``, which names neither the cause nor the file."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     import torch
 
-    return _atomic_write(path, lambda h: torch.save(obj, h), "wb")
+    def save(handle: Any) -> None:
+        keeper = _WriteErrorKeeper(handle)
+        try:
+            torch.save(obj, keeper)
+        except RuntimeError:
+            if keeper.error is not None:
+                raise OSError(keeper.error.errno, keeper.error.strerror, str(path)) from None
+            raise
+
+    return _atomic_write(path, save, "wb")

@@ -320,10 +320,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError, KeyError, ValueError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    except BaseException as error:  # noqa: BLE001 - one line for what a user can fix (workbench.cli_errors)
+        from workbench.cli_errors import print_described
+
+        status = print_described(error)
+        if status is None:
+            raise
+        return status
 
 
 if __name__ == "__main__":

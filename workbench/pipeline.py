@@ -104,6 +104,11 @@ def run_pipeline(profile: str = "cpu", *, stages: tuple[Stage, ...] = STAGES, re
               f"(elapsed {elapsed / 60:.1f} min{hint})", flush=True)
         start = time.perf_counter()
         run = run_notebook(stage.name, params, profile=profile, root=root, reuse=reuse)
+        lost = _lost_outputs(run.run_dir, stage, available) if run.reused else None
+        if lost:  # a finished run whose summary was lost or cut short: its outputs are unknown
+            print(f"[pipeline {profile}] {stage.name}: the finished run {run.run_dir} {lost}; running the stage "
+                  "again", flush=True)
+            run = run_notebook(stage.name, params, profile=profile, root=root, reuse=False)
         wall = time.perf_counter() - start
         summary_path = run.run_dir / "summary.json"
         outputs[stage.name] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
@@ -128,6 +133,21 @@ def previous_wall_s(name: str, profile: str, root: str | Path | None = None) -> 
             start, end = (dt.datetime.fromisoformat(meta[k]) for k in ("start_time", "end_time"))
             return (end - start).total_seconds()
     return None
+
+
+def _lost_outputs(run_dir: Path, stage: Stage, stages: list[Stage]) -> str | None:
+    """Why a reused run cannot feed the later stages (no or unreadable summary.json, or a key they
+    read missing from it); None when it can."""
+    path = run_dir / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        return "has no summary.json"
+    except (OSError, ValueError):
+        return "has an unreadable summary.json"
+    needed = {key for later in stages for source, key in later.inputs.values() if source == stage.name}
+    missing = sorted(needed - set(summary)) if isinstance(summary, dict) else sorted(needed)
+    return f"records no {', '.join(missing)} in summary.json" if missing else None
 
 
 def _upstream(outputs: dict[str, dict], stage: Stage, param: str, source: str, key: str):

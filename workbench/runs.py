@@ -4,6 +4,13 @@ Layout: ``runs/<kind>/<run_id>/`` with ``config.yaml``, ``meta.json`` (provenanc
 ``metrics.jsonl`` (one JSON object per logged step, appended while running), ``summary.json``
 (final metrics) and the run's artifacts. Status moves running -> finished | failed | interrupted;
 a run that dies without reaching the `with` block's end is never left looking successful.
+
+A run id stands for one config: reopening a run with a config that differs (beyond
+`RESUME_FREE_FIELDS`) raises `RunConfigMismatch` listing the differences, before anything in
+the run is touched. One process writes a run at a time (`workbench.run_lock`); a run whose
+process died without a word (SIGKILL, power loss) shows as "stale" in `results()`. A failed run
+keeps its traceback in ``error.log``. Readers of metrics.jsonl drop the records of steps that a
+resume went back over (the trainer logs ``event: resumed`` at the step it resumed from).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import Any, Iterator
 from workbench.atomic import atomic_write_json, atomic_write_text
 from workbench.config import config_hash, to_dict, to_yaml
 from workbench.paths import default_dir
+from workbench.run_lock import RunLock, process_alive
 
 RUNS_ROOT_ENV = "WORKBENCH_RUNS"
 TRACKED_PACKAGES = (
@@ -31,6 +39,13 @@ TRACKED_PACKAGES = (
     "speechbrain", "papermill", "vector-quantize-pytorch",
 )
 STATUSES = ("running", "finished", "failed", "interrupted")
+STALE = "stale"  # shown by `results()` for a "running" run whose process is gone; never written
+RESUME_FREE_FIELDS = frozenset({"progress", "num_threads"})  # may change on resume: no effect on results
+ERROR_LOG = "error.log"
+
+
+class RunConfigMismatch(ValueError):
+    """A run id reopened with a different config."""
 
 
 def runs_root(root: str | Path | None = None) -> Path:
@@ -107,8 +122,13 @@ class Run:
     def log(self, step: int | None = None, **metrics: Any) -> None:
         """Append one line to metrics.jsonl (flushed and fsynced: survives a crash)."""
         record = {"step": step, "time": _now(), **metrics}
-        with open(self.dir / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(record, default=float) + "\n")
+        line = json.dumps(record, default=float) + "\n"
+        with open(self.dir / "metrics.jsonl", "a+b") as handle:
+            if handle.tell() > 0:  # a line torn by a crash must not swallow this record
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    line = "\n" + line
+            handle.write(line.encode())
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -141,19 +161,104 @@ class Run:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All complete lines of metrics.jsonl; a torn last line (crash mid-write) is ignored."""
+    """All complete lines of metrics.jsonl; a torn line (crash mid-write) is ignored. Records of
+    steps after a checkpoint that a resume went back to (``event: resumed`` at step S drops the
+    earlier records of steps > S) are dropped, so every step appears once, in order."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    records = []
-    for line in path.read_text().splitlines():
+    records: list[dict[str, Any]] = []
+    for line in path.read_text(errors="replace").splitlines():
         with contextlib.suppress(json.JSONDecodeError):
-            records.append(json.loads(line))
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                continue
+            step = record.get("step")
+            if record.get("event") == "resumed" and isinstance(step, (int, float)):
+                records = [r for r in records if not isinstance(r.get("step"), (int, float)) or r["step"] <= step]
+            records.append(record)
     return records
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any],
+                       ignore: frozenset[str] = RESUME_FREE_FIELDS,
+                       defaults: dict[str, Any] | None = None) -> list[str]:
+    """``key: old -> new`` for every top-level key whose value differs (YAML-plain dicts). A key
+    the old config lacks is no difference while the new value is its default (`defaults`): a
+    field added to the code since the run started, at the value that keeps the old behaviour."""
+    missing = object()
+    defaults = defaults or {}
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if key in ignore:
+            continue
+        a, b = old.get(key, missing), new.get(key, missing)
+        if a is missing and key in defaults and b == defaults[key]:
+            continue
+        if a != b:
+            out.append(f"{key}: {'(unset)' if a is missing else repr(a)} -> {'(unset)' if b is missing else repr(b)}")
+    return out
+
+
+def _check_same_config(run_dir: Path, kind: str, run_id: str, config: Any, meta: dict[str, Any]) -> None:
+    import yaml
+
+    new = yaml.safe_load(to_yaml(config)) or {}
+    config_path = run_dir / "config.yaml"
+    if config_path.exists():
+        old = yaml.safe_load(config_path.read_text()) or {}
+        differences = (config_differences(old, new, defaults=_field_defaults(config)) if isinstance(old, dict)
+                       else ["config.yaml unreadable"])
+    else:
+        same = meta.get("config_hash") in (None, config_hash(config))
+        differences = [] if same else [f"config hash {meta.get('config_hash')} -> {config_hash(config)}"]
+    if meta.get("config_class") not in (None, type(config).__name__):
+        differences.insert(0, f"config class {meta.get('config_class')} -> {type(config).__name__}")
+    if differences:
+        raise RunConfigMismatch(
+            f"run {kind}/{run_id} ({run_dir}) was made with another config: {'; '.join(differences)}. "
+            "A run id stands for one config: resume it with the same settings, or give the new config "
+            "another run id")
+
+
+def _field_defaults(config: Any) -> dict[str, Any]:
+    """YAML-plain default of each field of a dataclass config (fields without one left out)."""
+    import dataclasses
+
+    import yaml
+
+    if not dataclasses.is_dataclass(config):
+        return {}
+    out = {}
+    for f in dataclasses.fields(config):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            value = f.default_factory()  # type: ignore[misc]
+        else:
+            continue
+        out[f.name] = yaml.safe_load(yaml.safe_dump(to_dict({"v": value})))["v"]
+    return out
+
+
+def _write_traceback(run_dir: Path, error: BaseException) -> Path | None:
+    """Keep the traceback of a failed run in its error.log (best effort: the disk may be full)."""
+    import traceback
+
+    path = run_dir / ERROR_LOG
+    try:
+        with open(path, "a") as handle:
+            handle.write(f"--- {_now()}\n")
+            handle.write("".join(traceback.format_exception(error)))
+    except OSError:
+        return None
+    return path
 
 
 class _Terminated(BaseException):
     """Raised from the SIGTERM handler so that a killed run is marked interrupted."""
+
+    signal_number = signal.SIGTERM
 
 
 @contextlib.contextmanager
@@ -164,19 +269,38 @@ def start_run(
     root: str | Path | None = None,
     run_id: str | None = None,
     seed: int | None = None,
+    bind_config: bool = True,
 ) -> Iterator[Run]:
     """Create (or reopen, when `run_id` names an existing run) ``runs/<kind>/<run_id>/``.
 
     Inside the block the status is ``running``; leaving it normally marks ``finished``, an
-    exception ``failed`` (with the error), Ctrl-C or SIGTERM ``interrupted``. Reopening an
-    existing run keeps its metrics and artifacts so that training can resume from checkpoints.
+    exception ``failed`` (with the error; the traceback goes to error.log), Ctrl-C or SIGTERM
+    ``interrupted``. Reopening an existing run keeps its metrics and artifacts so that training can
+    resume from checkpoints; its config must be the same (`RunConfigMismatch` otherwise), and only
+    one process may hold it (`workbench.run_lock.RunLockedError` otherwise). Either error is raised
+    before the run's files are touched. An exception leaving the block carries ``run_dir``.
+    `bind_config=False` lets a run be reopened with another config (for runs that key their
+    results by what they computed, like the search ablation's rows).
     """
     run_id = run_id or new_run_id(config)
     run_dir = runs_root(root) / kind / run_id
-    resumed = (run_dir / "meta.json").exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", to_yaml(config))
-    meta = json.loads((run_dir / "meta.json").read_text()) if resumed else {}
+    lock = RunLock(run_dir).acquire()
+    try:
+        resumed = (run_dir / "meta.json").exists()
+        meta = json.loads((run_dir / "meta.json").read_text()) if resumed else {}
+        if resumed and bind_config:
+            _check_same_config(run_dir, kind, run_id, config, meta)
+        if lock.taken_over is not None:
+            import sys
+
+            print(f"[runs] {kind}/{run_id}: taking over the stale lock of {lock.taken_over}, which ended "
+                  "without releasing it", file=sys.stderr, flush=True)
+            meta["took_over_from"] = str(lock.taken_over)
+        atomic_write_text(run_dir / "config.yaml", to_yaml(config))
+    except BaseException:
+        lock.release()
+        raise
     meta.update(
         kind=kind,
         run_id=run_id,
@@ -184,6 +308,7 @@ def start_run(
         config_hash=config_hash(config),
         seed=seed if seed is not None else getattr(config, "seed", None),
         host=socket.gethostname(),
+        pid=os.getpid(),
         hardware=_hardware(),
         packages=_package_versions(),
         python=platform.python_version(),
@@ -194,7 +319,11 @@ def start_run(
     if resumed:
         meta["resumed_at"] = meta.get("resumed_at", []) + [_now()]
     run = Run(kind=kind, run_id=run_id, dir=run_dir, config=config, meta=meta)
-    run.set_status("running")
+    try:
+        run.set_status("running")
+    except BaseException:
+        lock.release()
+        raise
 
     previous = None
     with contextlib.suppress(ValueError):  # signal handlers only work in the main thread
@@ -206,16 +335,37 @@ def start_run(
     try:
         yield run
     except (KeyboardInterrupt, _Terminated) as error:
+        _mark(error, run_dir, None)
         run.set_status("interrupted", error=repr(error))
         raise
     except BaseException as error:
-        run.set_status("failed", error=f"{type(error).__name__}: {error}")
+        _mark(error, run_dir, _write_traceback(run_dir, error))
+        with contextlib.suppress(OSError):  # a full disk must not replace the error with another
+            run.set_status("failed", error=f"{type(error).__name__}: {error}")
         raise
     else:
         run.set_status("finished")
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        lock.release()
+
+
+def _mark(error: BaseException, run_dir: Path, log: Path | None) -> None:
+    """Tell the command line which run an error left (and where its traceback is)."""
+    with contextlib.suppress(AttributeError, TypeError):
+        if getattr(error, "run_dir", None) is None:  # the innermost run is the one to name
+            error.run_dir = run_dir  # type: ignore[attr-defined]
+            error.run_log = log  # type: ignore[attr-defined]
+
+
+def display_status(meta: dict[str, Any]) -> str | None:
+    """The status to show: "stale" for a run marked running whose process (on this host) is gone."""
+    status = meta.get("status")
+    if status == "running" and meta.get("host") == socket.gethostname() and isinstance(meta.get("pid"), int):
+        if not process_alive(meta["pid"]):
+            return STALE
+    return status
 
 
 def find_runs(kind: str, *, root: str | Path | None = None, status: str | None = None,
@@ -254,7 +404,7 @@ def results(root: str | Path | None = None, kind: str | None = None):
         except json.JSONDecodeError:
             continue
         row: dict[str, Any] = {
-            "kind": meta.get("kind"), "run_id": meta.get("run_id"), "status": meta.get("status"),
+            "kind": meta.get("kind"), "run_id": meta.get("run_id"), "status": display_status(meta),
             "start_time": meta.get("start_time"), "end_time": meta.get("end_time"),
             "commit": meta.get("commit"), "dirty": meta.get("dirty"), "path": str(run_dir),
         }
@@ -279,5 +429,5 @@ def config_of(run_dir: str | Path) -> dict[str, Any]:
 
 __all__ = [
     "Run", "start_run", "results", "find_runs", "read_metrics", "runs_root", "git_state",
-    "config_of", "to_dict",
+    "config_of", "to_dict", "RunConfigMismatch", "config_differences", "display_status",
 ]

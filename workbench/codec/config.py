@@ -134,8 +134,12 @@ class CodecConfig:
     PROFILES: ClassVar[dict] = stage_profiles("codec")  # workbench/profiles.yaml
 
     def __post_init__(self) -> None:
+        from workbench.checks import require_at_least
         from workbench.config import ConfigError
 
+        require_at_least(self, 1, "sample_rate", "batch_size", "max_steps", "eval_every", "checkpoint_every",
+                         "log_every")
+        require_at_least(self, 0, "n_eval_utterances", "warmup_steps", "disc_warmup_steps")
         if self.sample_rate % self.hop_length:
             raise ConfigError(f"sample_rate {self.sample_rate} is not a multiple of hop {self.hop_length} "
                               f"(strides {self.strides})")

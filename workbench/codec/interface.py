@@ -163,9 +163,11 @@ def _load_workbench(path_or_id: str, device: str) -> WorkbenchCodec:
     file = _workbench_file(Path(path_or_id))
     if file is None:
         raise FileNotFoundError(f"{path_or_id}: no codec.pt or checkpoint.pt")
-    state = torch.load(file, map_location="cpu", weights_only=False)
-    if "model" not in state or "config" not in state:
-        raise ValueError(f"{file}: not a workbench codec checkpoint (keys {sorted(state)})")
+    from workbench.checkpoints import load_weights_only
+
+    state = load_weights_only(file)  # refuses a file that holds more than weights
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise ValueError(f"{file}: not a workbench codec checkpoint (keys {sorted(state) if isinstance(state, dict) else type(state).__name__})")
     config = from_params(CodecConfig, state["config"])
     if config.init_from:
         raise ValueError(f"{file}: a fine-tuning checkpoint of the X-codec2 {config.init_from!r}; "

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from workbench.atomic import atomic_torch_save, atomic_write_json
+from workbench.checkpoints import CheckpointError, UnsafeCheckpointError, load_weights_only
 from workbench.codec.data import corpus_utterances
 from workbench.codec.interface import Codec
 from workbench.data.manifest import Utterance
@@ -104,9 +105,15 @@ def tokenize_corpus(codec: Codec, manifest_dir: str | Path, out_dir: str | Path,
     for number, chunk in enumerate(tqdm(chunks, disable=not progress, desc="tokenize", unit="shard")):
         path = partial / f"chunk-{number:05d}.pt"
         if path.exists():
-            blob = torch.load(path, weights_only=True)
-            encoded.extend(TokenizedUtterance(**item) for item in blob)
-            continue
+            try:
+                blob = load_weights_only(path)
+            except UnsafeCheckpointError:
+                raise
+            except CheckpointError:  # a damaged chunk of an earlier run: encode it again
+                blob = None
+            if blob is not None:
+                encoded.extend(TokenizedUtterance(**item) for item in blob)
+                continue
         items = _encode_chunk(codec, chunk, batch_size)
         atomic_torch_save([item.__dict__ for item in items], path)
         encoded.extend(items)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 
 from workbench.atomic import atomic_torch_save
+from workbench.checkpoints import load_newest_verified, previous_path, save_checkpoint_file
 from workbench.codec.config import CodecConfig
 from workbench.codec.data import CropSampler, corpus_utterances, load_corpus_audio
 from workbench.codec.discriminators import CodecDiscriminators
@@ -201,8 +203,13 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
 
         step, train_wall_s = 0, 0.0
         checkpoint_path = run.dir / CHECKPOINT_NAME
-        if checkpoint_path.exists():
-            state = torch.load(checkpoint_path, weights_only=False)
+        # weights-only, checksum-verified; falls back to checkpoint.prev.pt when the latest is damaged
+        loaded = load_newest_verified([checkpoint_path, previous_path(checkpoint_path)])
+        if loaded is not None:
+            state = loaded.state
+            for skipped in loaded.skipped:
+                print(f"[codec train] skipped {skipped}; resuming from {loaded.path.name}", file=sys.stderr)
+                run.log(None, event="checkpoint_skipped", path=str(skipped.path), reason=skipped.reason)
             _load_model_state(model, state["model"])
             opt_g.load_state_dict(state["opt_g"])
             sched_g.load_state_dict(state["sched_g"])
@@ -215,16 +222,18 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
             step, train_wall_s = int(state["step"]), float(state["train_wall_s"])
         clock["train_wall_s"] = train_wall_s
         resumed_from = step
+        if step:
+            run.log(step, event="resumed")  # readers drop records of later steps logged before it
 
         def save_checkpoint() -> None:
-            atomic_torch_save({
+            save_checkpoint_file({
                 "step": step, "train_wall_s": train_wall_s, "config": to_dict(config),
                 "model": _model_state(model), "opt_g": opt_g.state_dict(), "sched_g": sched_g.state_dict(),
                 "discriminators": discriminators.state_dict() if discriminators is not None else None,
                 "opt_d": opt_d.state_dict() if opt_d is not None else None,
                 "sched_d": sched_d.state_dict() if sched_d is not None else None,
                 "sampler": sampler.state_dict(), "rng": _rng_state(),
-            }, checkpoint_path)
+            }, checkpoint_path, keep_previous=True)
 
         n_params = count_parameters(model)
         if resumed_from == 0:

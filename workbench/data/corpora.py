@@ -85,11 +85,12 @@ def find_source(name: str, source: str | Path | None = None) -> Path:
     """Folder (or manifest file) holding corpus `name`: `source` first, then the mirror."""
     looked: list[str] = []
     spec = CORPORA.get(name)
-    if source is not None:
+    if source is not None:  # given: used or refused, never silently replaced by the mirror's copy
         path = Path(source).expanduser()
         if path.exists():
             return path.resolve()
-        looked.append(f"--source {path} (does not exist)")
+        raise FileNotFoundError(f"--source {path}: does not exist; give the folder or manifest file holding "
+                                f"corpus {name!r}, or leave --source out to use the registry and the mirror")
     mirror = os.environ.get(MIRROR_ENV)
     if mirror and spec is not None and spec.mirror_subdir:
         path = Path(mirror).expanduser() / spec.mirror_subdir

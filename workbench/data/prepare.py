@@ -1,17 +1,22 @@
 """Materialise a corpus: check every utterance, convert to mono WAV at one rate, split, report.
 
 Output, under ``<data_root>/<name>/``: ``wav/<utterance_id>.wav``, ``manifest.jsonl``,
-``prepare_report.json`` (counts, split counts and every skipped or converted file with its reason)
-and the source's ``SOURCE.md``/``LICENSE`` (licences travel with the audio). One bad file never
-stops the corpus: it is listed with its reason and skipped. A second run reuses converted files.
+``prepare_report.json`` (counts, split counts, every skipped or converted file with its reason,
+and warnings: repeated utterance ids, an empty split), ``source_files.json`` (size and
+modification time of the source file each WAV was made from) and the source's
+``SOURCE.md``/``LICENSE`` (licences travel with the audio). One bad file never stops the corpus:
+it is listed with its reason and skipped. A second run reuses a converted file only while its
+source file is unchanged (same size and modification time).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterable
@@ -28,6 +33,7 @@ from workbench.paths import default_dir
 from workbench.settings import stage_profiles
 
 DATA_ROOT_ENV = "WORKBENCH_DATA_DIR"
+SOURCE_FILES = "source_files.json"
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -47,6 +53,20 @@ class DataConfig:
     seed: int = 0
 
     PROFILES: ClassVar[dict] = stage_profiles("data")  # workbench/profiles.yaml
+
+    def __post_init__(self) -> None:
+        from workbench.checks import require_at_least, require_fraction
+        from workbench.config import ConfigError
+
+        require_at_least(self, 1, "sample_rate_hz")
+        require_at_least(self, 0, "max_utterances", "min_duration_s", "n_test_speakers")
+        require_fraction(self, "valid_fraction", "test_fraction")
+        if self.max_duration_s <= self.min_duration_s:
+            raise ConfigError(f"DataConfig.max_duration_s = {self.max_duration_s!r}: must be above "
+                              f"min_duration_s = {self.min_duration_s!r}")
+        if self.valid_fraction + self.test_fraction >= 1:
+            raise ConfigError(f"DataConfig.valid_fraction + test_fraction = {self.valid_fraction + self.test_fraction!r}: "
+                              "must be below 1 (nothing would be left to train on)")
 
     @property
     def dataset_name(self) -> str:
@@ -76,6 +96,7 @@ class PrepareReport:
     split_counts: dict[str, int] = field(default_factory=dict)
     skipped: list[Problem] = field(default_factory=list)
     converted: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def summary_line(self) -> str:
         splits = ", ".join(f"{k} {v}" for k, v in self.split_counts.items())
@@ -89,9 +110,16 @@ def data_root(root: str | Path | None = None) -> Path:
     return Path(root or os.environ.get(DATA_ROOT_ENV) or default_dir("data")).resolve()
 
 
+def _fingerprint(source: Path) -> list:
+    """What must match for a converted WAV to stand for its source: path, size, mtime."""
+    stat = source.stat()
+    return [str(source.resolve()), stat.st_size, stat.st_mtime_ns]
+
+
 def _check_and_convert(u: Utterance, target: Path, config: DataConfig, allow_upsample: bool,
-                       converted: list[Problem]) -> tuple[Utterance | None, str | None]:
-    """Return (prepared utterance, None) or (None, reason it was skipped)."""
+                       converted: list[Problem], made_from: list | None = None) -> tuple[Utterance | None, str | None]:
+    """Return (prepared utterance, None) or (None, reason it was skipped). `made_from` is the
+    fingerprint of the source an existing `target` was converted from (None: unknown)."""
     if not u.text.strip():
         return None, "empty transcript"
     source = Path(u.audio_path)
@@ -99,7 +127,7 @@ def _check_and_convert(u: Utterance, target: Path, config: DataConfig, allow_ups
         return None, "audio file missing"
     if source.stat().st_size == 0:
         return None, "empty file (0 bytes)"
-    if target.exists():  # converted by an earlier run: trust our own output, re-read its header
+    if target.exists() and made_from == _fingerprint(source):  # converted by an earlier run from this very file
         info = audio_info(target)
         if info.sample_rate == config.sample_rate_hz and info.n_channels == 1 and info.n_frames > 0:
             return dataclasses.replace(u, audio_path=f"wav/{target.name}", duration_s=round(info.duration_s, 4),
@@ -152,29 +180,64 @@ def prepare_utterances(utterances: Iterable[Utterance], out_dir: Path, config: D
     report = PrepareReport(corpus=config.corpus, source=config.source, out_dir=str(out_dir),
                            sample_rate_hz=config.sample_rate_hz, n_found=len(raw))
     kept: list[Utterance] = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # safe id -> audio path of the utterance kept under it
+    made_from = _read_source_files(out_dir)
+    sources: dict[str, list] = {}
+    duplicates: list[str] = []
     for u in tqdm(raw, desc=f"prepare {config.corpus}", unit="utt", disable=not progress):
         safe_id = _SAFE_ID.sub("_", u.utterance_id)
         if safe_id in seen:
-            report.skipped.append(Problem(u.utterance_id, u.audio_path, "duplicate utterance id", "skipped"))
+            report.skipped.append(Problem(u.utterance_id, u.audio_path,
+                                          f"duplicate utterance id (kept: {seen[safe_id]})", "skipped"))
+            duplicates.append(f"{u.utterance_id!r} ({seen[safe_id]}, {u.audio_path})")
             continue
         try:
             prepared, reason = _check_and_convert(
-                u, out_dir / "wav" / f"{safe_id}.wav", config, allow_upsample, report.converted)
+                u, out_dir / "wav" / f"{safe_id}.wav", config, allow_upsample, report.converted,
+                made_from.get(safe_id))
         except Exception as error:  # noqa: BLE001 - one bad file must never stop the corpus
             prepared, reason = None, f"unexpected error: {type(error).__name__}: {error}"
         if prepared is None:
             report.skipped.append(Problem(u.utterance_id, u.audio_path, reason or "unknown", "skipped"))
             continue
-        seen.add(safe_id)
+        seen[safe_id] = u.audio_path
+        sources[safe_id] = _fingerprint(Path(u.audio_path))
         kept.append(prepared)
     kept = assign_splits(kept, config.valid_fraction, config.test_fraction, config.n_test_speakers, config.seed)
     write_manifest(out_dir / "manifest.jsonl", kept)
+    atomic_write_json(out_dir / SOURCE_FILES, sources)
     report.n_kept = len(kept)
     report.hours = sum(u.duration_s for u in kept) / 3600
     report.split_counts = split_counts(kept)
+    if duplicates:
+        report.warnings.append(f"{len(duplicates)} utterance id(s) repeated in the source, only the first of each "
+                               f"kept: {', '.join(duplicates[:3])}{' ...' if len(duplicates) > 3 else ''}; "
+                               "give every utterance its own id")
+    report.warnings += _empty_split_warnings(report.split_counts, config)
+    for warning in report.warnings:
+        print(f"[prepare {config.corpus}] warning: {warning}", file=sys.stderr, flush=True)
     atomic_write_json(out_dir / "prepare_report.json", dataclasses.asdict(report))
     return report
+
+
+def _read_source_files(out_dir: Path) -> dict[str, list]:
+    try:
+        recorded = json.loads((out_dir / SOURCE_FILES).read_text())
+    except (OSError, ValueError):  # none yet (or unreadable): every file is converted again
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def _empty_split_warnings(counts: dict[str, int], config: DataConfig) -> list[str]:
+    total = sum(counts.values())
+    out = []
+    if total and not counts.get("train"):
+        out.append(f"the train split is empty ({total} utterances kept)")
+    for split, fraction in (("valid", config.valid_fraction), ("test", config.test_fraction)):
+        if total and not counts.get(split) and (fraction > 0 or (split == "test" and config.n_test_speakers)):
+            out.append(f"the {split} split is empty: {total} utterances x {split}_fraction {fraction} gave none; "
+                       f"raise {split}_fraction or add utterances, or there is nothing held out to measure on")
+    return out
 
 
 def prepare_corpus(config: DataConfig, root: str | Path | None = None, progress: bool = True) -> PrepareReport:

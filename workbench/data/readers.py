@@ -32,6 +32,22 @@ _COLUMN_ALIASES = {
 }
 
 
+def text_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file; a byte that is not UTF-8 raises naming the file, line and
+    column (instead of Python's message, which names neither)."""
+    path = Path(path)
+    lines = []
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), 1):
+        try:
+            lines.append(raw.decode("utf-8").removesuffix("\r"))
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path}:{number}: not UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1}); "
+                             "save the file as UTF-8") from None
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
 def register_reader(name: str) -> Callable[[Reader], Reader]:
     def add(reader: Reader) -> Reader:
         READERS[name] = reader
@@ -42,19 +58,19 @@ def register_reader(name: str) -> Callable[[Reader], Reader]:
 
 @register_reader("transcripts")
 def read_transcripts_tsv(root: Path) -> Iterator[Utterance]:
-    """Rows of ``transcripts.tsv``. Where the id column is not unique (FSDD's holds the spoken
-    digit), every utterance takes its file's path, minus the extension, as its id instead."""
+    """Rows of ``transcripts.tsv``. Where the id column does not hold ids (most values repeat, as in
+    FSDD, whose column holds the spoken digit), every utterance takes its file's path, minus the
+    extension, as its id instead. A few repeated ids are kept as they are: `prepare` reports them."""
     path = Path(root) / "transcripts.tsv"
     rows = []
-    with open(path, newline="", encoding="utf-8") as handle:
-        for number, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) < 3:
-                raise ValueError(f"{path}:{number}: expected 'path<TAB>speaker<TAB>utterance_id<TAB>text', got {row!r}")
-            rows.append(row)
+    for number, row in enumerate(csv.reader(text_lines(path), delimiter="\t", quoting=csv.QUOTE_NONE), 1):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) < 3:
+            raise ValueError(f"{path}:{number}: expected 'path<TAB>speaker<TAB>utterance_id<TAB>text', got {row!r}")
+        rows.append(row)
     ids = [row[2] for row in rows]
-    unique = len(set(ids)) == len(ids)
+    unique = 2 * len(set(ids)) > len(ids)
     for row in rows:
         audio, speaker = row[0], row[1]
         utterance_id = row[2] if unique else str(Path(audio).with_suffix("")).replace("/", "_")
@@ -66,16 +82,15 @@ def read_transcripts_tsv(root: Path) -> Iterator[Utterance]:
 @register_reader("ljspeech")
 def read_ljspeech(root: Path) -> Iterator[Utterance]:
     path = Path(root) / "metadata.csv"
-    with open(path, newline="", encoding="utf-8") as handle:
-        for number, row in enumerate(csv.reader(handle, delimiter="|", quoting=csv.QUOTE_NONE), 1):
-            if not row:
-                continue
-            if len(row) < 2:
-                raise ValueError(f"{path}:{number}: expected 'id|text[|normalized_text]', got {row!r}")
-            # The normalised column spells out numbers and abbreviations, which is what TTS wants.
-            text = row[2] if len(row) > 2 and row[2].strip() else row[1]
-            yield Utterance(utterance_id=row[0], audio_path=str(Path(root) / "wavs" / f"{row[0]}.wav"),
-                            text=text.strip(), speaker="LJ")
+    for number, row in enumerate(csv.reader(text_lines(path), delimiter="|", quoting=csv.QUOTE_NONE), 1):
+        if not row:
+            continue
+        if len(row) < 2:
+            raise ValueError(f"{path}:{number}: expected 'id|text[|normalized_text]', got {row!r}")
+        # The normalised column spells out numbers and abbreviations, which is what TTS wants.
+        text = row[2] if len(row) > 2 and row[2].strip() else row[1]
+        yield Utterance(utterance_id=row[0], audio_path=str(Path(root) / "wavs" / f"{row[0]}.wav"),
+                        text=text.strip(), speaker="LJ")
 
 
 @register_reader("libritts")
@@ -84,7 +99,7 @@ def read_libritts(root: Path) -> Iterator[Utterance]:
         text_path = wav.with_suffix(".normalized.txt")
         if not text_path.exists():
             text_path = wav.with_suffix(".original.txt")
-        text = text_path.read_text(encoding="utf-8").strip() if text_path.exists() else ""
+        text = "\n".join(text_lines(text_path)).strip() if text_path.exists() else ""
         speaker = wav.stem.split("_")[0]
         yield Utterance(utterance_id=wav.stem, audio_path=str(wav), text=text, speaker=speaker)
 
@@ -92,7 +107,7 @@ def read_libritts(root: Path) -> Iterator[Utterance]:
 @register_reader("librispeech")
 def read_librispeech(root: Path) -> Iterator[Utterance]:
     for trans in sorted(Path(root).rglob("*.trans.txt")):
-        for line in trans.read_text(encoding="utf-8").splitlines():
+        for line in text_lines(trans):
             if not line.strip():
                 continue
             utterance_id, _, text = line.partition(" ")
@@ -106,10 +121,10 @@ def read_manifest_file(path: Path) -> Iterator[Utterance]:
     manifest's folder."""
     path = Path(path)
     if path.suffix == ".jsonl":
-        rows = (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        rows = (json.loads(line) for line in text_lines(path) if line.strip())
     elif path.suffix in (".tsv", ".csv"):
         delimiter = "\t" if path.suffix == ".tsv" else ","
-        rows = csv.DictReader(open(path, newline="", encoding="utf-8"), delimiter=delimiter)
+        rows = csv.DictReader(text_lines(path), delimiter=delimiter)
     else:
         raise ValueError(f"{path}: a manifest must be .tsv, .csv (with a header row) or .jsonl")
     for number, row in enumerate(rows, 1):

@@ -16,6 +16,7 @@ from typing import Iterable, Iterator
 import torch
 
 from workbench.atomic import atomic_torch_save, atomic_write_json
+from workbench.checkpoints import CheckpointError, UnsafeCheckpointError, load_weights_only
 
 INDEX_NAME = "index.json"
 
@@ -113,9 +114,18 @@ def read_shard_index(shard_dir: str | Path) -> ShardIndex:
     path = Path(shard_dir) / INDEX_NAME
     if not path.exists():
         raise FileNotFoundError(f"{shard_dir}: no {INDEX_NAME}; not a token-shard folder or an unfinished write")
-    raw = json.loads(path.read_text())
-    return ShardIndex(codec=CodecInfo(**raw["codec"]), shards=raw["shards"],
-                      n_utterances=raw["n_utterances"], n_frames=raw["n_frames"])
+    try:
+        raw = json.loads(path.read_text())
+        return ShardIndex(codec=CodecInfo(**raw["codec"]), shards=list(raw["shards"]),
+                          n_utterances=int(raw["n_utterances"]), n_frames=int(raw["n_frames"]))
+    except json.JSONDecodeError as error:
+        problem = f"not valid JSON ({error})"
+    except KeyError as error:
+        problem = f"no {error.args[0]!r} entry"
+    except (TypeError, ValueError) as error:
+        problem = f"a malformed entry ({error})"
+    raise ValueError(f"{path}: not a token-shard index: {problem}; tokenize the corpus again "
+                     "(`workbench codec tokenize CODEC --data DIR --out NEW_DIR`)")
 
 
 def read_token_shards(shard_dir: str | Path, split: str | None = None) -> tuple[CodecInfo, list[TokenizedUtterance]]:
@@ -123,6 +133,16 @@ def read_token_shards(shard_dir: str | Path, split: str | None = None) -> tuple[
     index = read_shard_index(shard_dir)
     utterances = []
     for name in index.shards:
-        blob = torch.load(Path(shard_dir) / name, weights_only=True)
+        path = Path(shard_dir) / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: token shard listed in {INDEX_NAME} is missing; tokenize the corpus "
+                                    "again (`workbench codec tokenize`)")
+        try:
+            blob = load_weights_only(path)
+        except UnsafeCheckpointError:
+            raise
+        except CheckpointError as error:
+            raise ValueError(f"{path}: token shard is truncated or corrupt ({str(error).split('(', 1)[-1]}; "
+                             "tokenize the corpus again (`workbench codec tokenize`) into a new folder") from None
         utterances.extend(u for u in _unpack(blob) if split is None or u.split == split)
     return index.codec, utterances

@@ -30,6 +30,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -342,11 +343,20 @@ def _prepare_tokenizer(config: LMTrainConfig, train_texts: list[str], codebook_s
 
 
 def _latest_checkpoint(run_dir: Path) -> Path | None:
-    pointer = run_dir / "checkpoints" / LATEST_FILE
-    if not pointer.exists():
-        return None
-    path = run_dir / "checkpoints" / pointer.read_text().strip()
-    return path if (path / TRAINER_STATE_FILE).exists() else None
+    """The newest checkpoint folder whose files match their checksums (each one skipped is
+    reported on stderr); None for a fresh run."""
+    from workbench.checkpoints import newest_verified_folder
+
+    folders = sorted((p for p in (run_dir / "checkpoints").glob("step-*") if p.is_dir()), reverse=True)
+    skipped = []
+    found = newest_verified_folder(folders, required=(TRAINER_STATE_FILE,), report=skipped.append)
+    for item in skipped:
+        print(f"[lm train] skipped checkpoint {item}; "
+              f"{'resuming from ' + found.name if found else 'no intact checkpoint left'}", file=sys.stderr)
+    if skipped and found is None:
+        raise ValueError(f"{run_dir}: no intact checkpoint to resume from ({'; '.join(map(str, skipped))}); "
+                         "delete the damaged folders to start over, or use a new run id")
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,6 +411,7 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
     import torch
     from tqdm.auto import tqdm
 
+    from workbench.checkpoints import FOLDER_CHECKSUMS, load_weights_only, write_folder_checksums
     from workbench.data.token_shards import read_token_shards
     from workbench.lm.data import BatchStream, encode_utterances, eval_batches, split_utterances
     from workbench.lm.flops import count_params, training_flops
@@ -455,7 +466,7 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
                              "train_time_s": 0.0, "wall_s": 0.0, "last_train_loss": float("nan"),
                              "last_valid_loss": float("nan")}
     if latest is not None:
-        saved = torch.load(latest / TRAINER_STATE_FILE, map_location="cpu", weights_only=False)
+        saved = load_weights_only(latest / TRAINER_STATE_FILE)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         stream.load_state_dict(saved["data"])
@@ -469,6 +480,8 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
 
         ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    if run is not None and state["step"] > 0:
+        run.log(state["step"], event="resumed")  # readers drop records of later steps logged before it
     if run is not None and state["step"] == 0:
         run.log(0, event="start", n_params=counts.n_params, n_params_non_embedding=counts.n_params_non_embedding,
                 n_train_sequences=len(train_set), n_valid_sequences=len(valid_set),
@@ -493,7 +506,8 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
             name = f"step-{step:07d}"
             save_checkpoint(ckpt_root / name, model, tokenizer, layout, codec=codec,
                             extra={"preset": config.preset, "step": step, "run_id": run_id},
-                            extra_files={TRAINER_STATE_FILE: lambda p: torch.save(trainer_state, p)})
+                            extra_files={TRAINER_STATE_FILE: lambda p: torch.save(trainer_state, p),
+                                         FOLDER_CHECKSUMS: lambda p: write_folder_checksums(p.parent)})
             atomic_write_text(ckpt_root / LATEST_FILE, name + "\n")
             kept = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir())
             for old in kept[: -config.keep_checkpoints]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -379,8 +380,8 @@ def _train(config: ASRTrainConfig, run, stop_after_steps: int | None) -> None:
     import torch
     from tqdm.auto import tqdm
 
-    from workbench.atomic import atomic_torch_save
     from workbench.audio import resample
+    from workbench.checkpoints import load_newest_verified, previous_path, save_checkpoint_file
     from workbench.verifiers import trained_models
     from workbench.verifiers.text import normalize_text
     from workbench.verifiers.trained_asr import (WORD_LM_FILE, CTCRecognizer, encode_text, lexicon_decoder,
@@ -453,8 +454,11 @@ def _train(config: ASRTrainConfig, run, stop_after_steps: int | None) -> None:
     augment_rng = torch.Generator().manual_seed(config.seed + 1)
     step, epoch, position, train_wall_s = 0, 0, 0, 0.0
     checkpoint_path = run.dir / CHECKPOINT_FILE
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    loaded = load_newest_verified([checkpoint_path, previous_path(checkpoint_path)])  # weights-only, checksummed
+    if loaded is not None:
+        for skipped in loaded.skipped:
+            print(f"[asr train] skipped {skipped}; resuming from {loaded.path.name}", file=sys.stderr)
+        state = loaded.state
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, epoch, position = state["step"], state["epoch"], state["position"]
@@ -464,10 +468,10 @@ def _train(config: ASRTrainConfig, run, stop_after_steps: int | None) -> None:
         run.log(step, event="resumed")
 
     def save_checkpoint() -> None:
-        atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+        save_checkpoint_file({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                            "epoch": epoch, "position": position, "train_wall_s": train_wall_s,
                            "torch_rng": torch.get_rng_state(), "augment_rng": augment_rng.get_state()},
-                          checkpoint_path)
+                          checkpoint_path, keep_previous=True)
 
     def epoch_order(e: int) -> list[int]:
         order = list(range(len(batches)))

@@ -406,7 +406,9 @@ def save_model(model: CTCRecognizer, path: str | Path, extra: dict[str, Any] | N
 def load_model(path: str | Path) -> CTCRecognizer:
     """A `CTCRecognizer` in eval mode from a model file, or a run directory holding `model.pt`."""
     path = resolve_model_path(path)
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    from workbench.checkpoints import load_weights_only
+
+    blob = load_weights_only(path)  # refuses a file that holds more than weights
     if not isinstance(blob, dict) or blob.get("format") != "workbench-ctc-asr/1":
         raise VerifierError(f"{path}: not a workbench CTC ASR model file (format "
                             f"{blob.get('format') if isinstance(blob, dict) else type(blob).__name__!r})")

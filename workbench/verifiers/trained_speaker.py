@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -155,7 +156,9 @@ def resolve_model_path(model: str | Path | None, root: str | Path | None = None)
 def load_model(path: str | Path) -> SpeakerEncoder:
     """A `SpeakerEncoder` in eval mode from a model file or a run directory."""
     path = resolve_model_path(path)
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    from workbench.checkpoints import load_weights_only
+
+    blob = load_weights_only(path)  # refuses a file that holds more than weights
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
         raise VerifierError(f"{path}: not a workbench speaker model file")
     model = SpeakerEncoder(SpeakerModelSpec(**blob["spec"]))
@@ -441,7 +444,7 @@ def train_speaker(config: SpeakerTrainConfig, run_id: str | None = None, root: s
 def _train(config: SpeakerTrainConfig, run, stop_after_steps: int | None, baseline: str | None) -> None:
     from tqdm.auto import tqdm
 
-    from workbench.atomic import atomic_torch_save
+    from workbench.checkpoints import load_newest_verified, previous_path, save_checkpoint_file
 
     wall_start = time.perf_counter()
     if config.num_threads > 0:
@@ -461,8 +464,11 @@ def _train(config: SpeakerTrainConfig, run, stop_after_steps: int | None, baseli
     sampler = random.Random(config.seed)
     step, train_wall_s = 0, 0.0
     checkpoint_path = run.dir / CHECKPOINT_FILE
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    loaded = load_newest_verified([checkpoint_path, previous_path(checkpoint_path)])  # weights-only, checksummed
+    if loaded is not None:
+        for skipped in loaded.skipped:
+            print(f"[speaker train] skipped {skipped}; resuming from {loaded.path.name}", file=sys.stderr)
+        state = loaded.state
         model.load_state_dict(state["model"])
         head.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])
@@ -472,9 +478,9 @@ def _train(config: SpeakerTrainConfig, run, stop_after_steps: int | None, baseli
         run.log(step, event="resumed")
 
     def save_checkpoint() -> None:
-        atomic_torch_save({"model": model.state_dict(), "head": head.state_dict(), "optimizer": optimizer.state_dict(),
+        save_checkpoint_file({"model": model.state_dict(), "head": head.state_dict(), "optimizer": optimizer.state_dict(),
                            "step": step, "train_wall_s": train_wall_s, "sampler": sampler.getstate(),
-                           "torch_rng": torch.get_rng_state()}, checkpoint_path)
+                           "torch_rng": torch.get_rng_state()}, checkpoint_path, keep_previous=True)
 
     n_params = sum(p.numel() for p in model.parameters())
     run.log(0, event="start", n_params=n_params, n_train_speakers=len(data.speakers), n_train_clips=len(data.train),

@@ -76,7 +76,8 @@ def run_ablation(config: AblationConfig, *, run_id: str | None = None, root: str
     for note in notes:
         print(f"[search ablate] {note}", file=sys.stderr, flush=True)
 
-    with start_run("search", config, run_id=run_id, root=root) as run:
+    # rows are keyed by sentence and arm, so a relaunch with other metric settings adds to them
+    with start_run("search", config, run_id=run_id, root=root, bind_config=False) as run:
         results_csv = run.dir / RESULTS_FILE
         existing = read_rows(results_csv)
         done = {row_key(r.utterance_id, r.arm) for r in existing}
