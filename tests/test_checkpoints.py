@@ -38,8 +38,8 @@ def _loaders(tmp_path: Path):
     """Every place a user can point the workbench at a torch file, with the file it reads."""
     from workbench.codec.interface import load_codec
     from workbench.data.token_shards import read_token_shards
-    from workbench.verifiers.trained_asr import load_model as load_asr
-    from workbench.verifiers.trained_speaker import load_model as load_speaker
+    from workbench.checkmodels.asr_model import load_model as load_asr
+    from workbench.checkmodels.speaker_model import load_model as load_speaker
 
     shards = tmp_path / "shards"
     shards.mkdir()

@@ -20,10 +20,12 @@ from workbench.config import config_hash, for_profile
 from workbench.data.manifest import Utterance, write_manifest
 from workbench.runs import read_metrics
 from workbench.verifiers import VerifierError
-from workbench.verifiers import train_asr as asr_train
-from workbench.verifiers import trained_asr, trained_speaker  # noqa: F401  (registers the verifiers)
-from workbench.verifiers.train_asr import ASRTrainConfig, is_codec_set, load_clips, parse_set_name, train_asr
-from workbench.verifiers.trained_speaker import SpeakerTrainConfig, equal_error_rate, train_speaker
+from workbench.checkmodels import asr_train
+import workbench.verifiers  # noqa: F401  (registers workbench-asr and workbench-speaker)
+from workbench.checkmodels import asr_model as trained_asr
+from workbench.checkmodels import speaker_model as trained_speaker
+from workbench.checkmodels.asr_train import ASRTrainConfig, is_codec_set, load_clips, parse_set_name, train_asr
+from workbench.checkmodels.speaker_train import SpeakerTrainConfig, equal_error_rate, train_speaker
 
 DATA = Path("/work/shared/data")
 pytestmark = pytest.mark.skipif(not (DATA / "kathleen" / "transcripts.tsv").exists(),

@@ -9,9 +9,12 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
+
+from workbench.errors import VerifierError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 
@@ -136,3 +139,19 @@ def log_mel(wav: torch.Tensor, sample_rate: int, n_fft: int = 1024, hop_length: 
     """Log-magnitude mel spectrogram, shape (..., n_mels, frames); natural log, floored at `eps`."""
     transform = _mel_transform(sample_rate, n_fft, hop_length, n_mels, f_min, f_max).to(wav.device)
     return torch.log(transform(wav).clamp_min(eps))
+
+
+def equal_length_batches(wavs: Sequence[torch.Tensor], batch_size: int) -> list[list[int]]:
+    """Indices of `wavs` grouped into batches of equal-length clips, at most `batch_size` each.
+
+    Speaker encoders are not padding-invariant (speechbrain's Fbank + ECAPA convolutions see the
+    zero tail within their receptive field; WavLM's group-normalised conv front end normalises
+    over it), so padding would make a clip's score depend on what else is in its batch. Search
+    compares candidates scored in different calls, so only equal lengths are batched together.
+    """
+    if batch_size < 1:
+        raise VerifierError(f"batch_size must be >= 1, got {batch_size}")
+    by_length: dict[int, list[int]] = {}
+    for i, w in enumerate(wavs):
+        by_length.setdefault(int(w.numel()), []).append(i)
+    return [group[s:s + batch_size] for group in by_length.values() for s in range(0, len(group), batch_size)]

@@ -32,8 +32,8 @@ STAGE_CLASSES = {
     "lm": "workbench.lm.train:LMTrainConfig",
     "sweep": "workbench.scaling.sweep:SweepConfig",
     "search": "workbench.search.ablation.config:AblationConfig",
-    "asr": "workbench.verifiers.train_asr:ASRTrainConfig",
-    "speaker": "workbench.verifiers.trained_speaker:SpeakerTrainConfig",
+    "asr": "workbench.checkmodels.asr_train:ASRTrainConfig",
+    "speaker": "workbench.checkmodels.speaker_train:SpeakerTrainConfig",
 }
 
 

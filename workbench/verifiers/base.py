@@ -18,15 +18,12 @@ from typing import Callable, Protocol, Sequence, TypeVar, Union, runtime_checkab
 import numpy as np
 import torch
 
-from workbench.audio import load_audio, resample
+from workbench.audio import equal_length_batches, load_audio, resample  # noqa: F401 - re-exported
+from workbench.errors import VerifierError  # noqa: F401 - re-exported
 
 AudioLike = Union[torch.Tensor, np.ndarray]
 # A reference clip may also be given as a file path; it is read and resampled on demand.
 PromptLike = Union[torch.Tensor, np.ndarray, str, Path]
-
-
-class VerifierError(ValueError):
-    """Bad input to a verifier or a bad verifier name/option; the message names the bad value."""
 
 
 @dataclass(frozen=True)
@@ -178,22 +175,6 @@ def prepare_prompts(prompts: Sequence[PromptLike] | PromptLike | None, n: int, s
         else:
             loaded.append(resample(as_waveform(item, i), int(sample_rate), target_sample_rate))
     return loaded * n if single else loaded
-
-
-def equal_length_batches(wavs: Sequence[torch.Tensor], batch_size: int) -> list[list[int]]:
-    """Indices of `wavs` grouped into batches of equal-length clips, at most `batch_size` each.
-
-    Speaker encoders are not padding-invariant (speechbrain's Fbank + ECAPA convolutions see the
-    zero tail within their receptive field; WavLM's group-normalised conv front end normalises
-    over it), so padding would make a clip's score depend on what else is in its batch. Search
-    compares candidates scored in different calls, so only equal lengths are batched together.
-    """
-    if batch_size < 1:
-        raise VerifierError(f"batch_size must be >= 1, got {batch_size}")
-    by_length: dict[int, list[int]] = {}
-    for i, w in enumerate(wavs):
-        by_length.setdefault(int(w.numel()), []).append(i)
-    return [group[s:s + batch_size] for group in by_length.values() for s in range(0, len(group), batch_size)]
 
 
 def normalise_score(value: float, score_range: tuple[float, float]) -> float:

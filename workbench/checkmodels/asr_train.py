@@ -1,7 +1,7 @@
 """Training of the workbench's own CTC recogniser (`workbench-asr`): one visible, resumable loop.
 
     from workbench.config import for_profile
-    from workbench.verifiers.train_asr import ASRTrainConfig, train_asr
+    from workbench.checkmodels.asr_train import ASRTrainConfig, train_asr
     result = train_asr(for_profile(ASRTrainConfig, "cpu"))      # reused if already trained
     result.eval["kathleen:test"].wer, result.model_path
 
@@ -120,7 +120,7 @@ class ASRTrainConfig:
             raise ValueError(f"ASRTrainConfig: {codec_evals} need a codec, but codec is empty")
 
     def model_spec(self):
-        from workbench.verifiers.trained_asr import ASRModelSpec
+        from workbench.checkmodels.asr_model import ASRModelSpec
 
         return ASRModelSpec(n_mels=self.n_mels, stride=self.stride, width=self.width, n_blocks=self.n_blocks,
                             kernel_size=self.kernel_size, mlp_ratio=self.mlp_ratio, dropout=self.dropout,
@@ -382,9 +382,9 @@ def _train(config: ASRTrainConfig, run, stop_after_steps: int | None) -> None:
 
     from workbench.audio import resample
     from workbench.checkpoints import load_newest_verified, previous_path, save_checkpoint_file
-    from workbench.verifiers import trained_models
+    from workbench.checkmodels import common
     from workbench.verifiers.text import normalize_text
-    from workbench.verifiers.trained_asr import (WORD_LM_FILE, CTCRecognizer, encode_text, lexicon_decoder,
+    from workbench.checkmodels.asr_model import (WORD_LM_FILE, CTCRecognizer, encode_text, lexicon_decoder,
                                                  log_mel_features, n_parameters, pad_features, save_model,
                                                  write_word_lm)
 
@@ -532,7 +532,7 @@ def _train(config: ASRTrainConfig, run, stop_after_steps: int | None) -> None:
             run.log(step, valid_wer=valid.wer, valid_cer=valid.cer)
             eval_s += time.perf_counter() - eval_start
             tick += time.perf_counter() - eval_start  # throughput excludes decoding too
-        trained_models.checkpoint_or_stop(step, config.max_steps, config.checkpoint_every, stop_after_steps,
+        common.checkpoint_or_stop(step, config.max_steps, config.checkpoint_every, stop_after_steps,
                                           save_checkpoint, bar)
     bar.close()
 
@@ -569,8 +569,8 @@ def add_baseline(result: ASREval, clips: Sequence[Clip], verifier_name: str = "p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m workbench.verifiers.train_asr --profile cpu [--run-id ID] [key=value ...]`."""
-    from workbench.verifiers.trained_models import training_main
+    """`python -m workbench.checkmodels.asr_train --profile cpu [--run-id ID] [key=value ...]`."""
+    from workbench.checkmodels.common import training_main
 
     return training_main(argv, description=main.__doc__, config_class=ASRTrainConfig, train=train_asr)
 

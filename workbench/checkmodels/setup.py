@@ -1,4 +1,4 @@
-"""Corpora and configs for the verifiers the workbench trains itself (workbench-asr,
+"""Corpora and configs for the check models the workbench trains itself (workbench-asr,
 workbench-speaker), prepared with a profile's data settings so that smoke runs stay small."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ def trained_verifier_configs(profile: str, codec: str | None = None):
     """(ASRTrainConfig, SpeakerTrainConfig) of the profile, on its prepared corpora. With `codec`
     (anything `load_codec` accepts), the ASR also trains on Kathleen's training clips resynthesised
     through it and is scored on the codec's resynthesis of the test set as well."""
-    from workbench.verifiers.train_asr import CODEC_SUFFIX, ASRTrainConfig
-    from workbench.verifiers.trained_speaker import SpeakerTrainConfig
+    from workbench.checkmodels.asr_train import CODEC_SUFFIX, ASRTrainConfig
+    from workbench.checkmodels.speaker_train import SpeakerTrainConfig
 
     folders = prepare_corpora(tuple(dict.fromkeys((*ASR_CORPORA, *SPEAKER_CORPORA))), profile)
     kathleen = folders["kathleen"]
