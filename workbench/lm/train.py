@@ -243,13 +243,11 @@ def _barrier(dist_info: _Dist) -> None:
 
 
 def _resolve_device(config: LMTrainConfig, dist_info: _Dist) -> Any:
-    import torch
+    from workbench.devices import resolve_device
 
-    if config.device != "auto":
-        return torch.device(config.device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", dist_info.local_rank)
-    return torch.device("cpu")
+    # "cuda" without an index becomes this process's GPU (torch.cuda.set_device needs an index).
+    local_rank = dist_info.local_rank if dist_info.world_size > 1 or config.device == "auto" else None
+    return resolve_device(config.device, local_rank)
 
 
 def _autocast(device: Any, config: LMTrainConfig) -> Any:
