@@ -55,15 +55,16 @@ class LMTrainConfig:
                     token_budget=1_000_000, lr=2e-3, eval_every=100, eval_batches=8,
                     checkpoint_every=200, log_every=10),
         # gpu-*: 8 x 2048 x grad_accum tokens per GPU per step; on 8 GPUs about the paper's 2M.
+        # Packed rows (workbench.lm.packing): without them a gpu step is mostly padding.
         "gpu-1b": dict(preset="llama-3.2-1b", max_seq_len=2048, batch_size=8, grad_accum=16,
                        token_budget=2_000_000_000, lr=5e-5, eval_every=500, eval_batches=20,
-                       checkpoint_every=1000, log_every=10),
+                       checkpoint_every=1000, log_every=10, packing=True),
         "gpu-3b": dict(preset="llama-3.2-3b", max_seq_len=2048, batch_size=4, grad_accum=32,
                        token_budget=2_000_000_000, lr=5e-5, eval_every=500, eval_batches=20,
-                       checkpoint_every=1000, log_every=10),
+                       checkpoint_every=1000, log_every=10, packing=True),
         "gpu-8b": dict(preset="llama-3.1-8b", max_seq_len=2048, batch_size=2, grad_accum=64,
                        token_budget=2_000_000_000, lr=5e-5, eval_every=500, eval_batches=20,
-                       checkpoint_every=1000, log_every=10),
+                       checkpoint_every=1000, log_every=10, packing=True),
     }
 
     preset: str = "cpu-1m"
@@ -72,7 +73,8 @@ class LMTrainConfig:
     init_from: str = ""  # local checkpoint to fine-tune (workbench or Llasa-style); "" = scratch
     max_seq_len: int = 2048
     too_long: Literal["drop", "truncate"] = "drop"
-    batch_size: int = 8  # sequences per micro-batch per process
+    batch_size: int = 8  # sequences (packed: rows of up to max_seq_len tokens) per micro-batch per process
+    packing: bool = False  # several utterances per row, attention kept inside each (lm.packing)
     grad_accum: int = 1
     token_budget: int = 1_000_000  # stop after this many real tokens (all processes)
     max_steps: int = 0  # > 0: stop after this many optimizer steps instead of the token budget
@@ -279,11 +281,14 @@ def _sum_loss(model: Any, batch: Any, autocast: Any) -> Any:
 
     from workbench.lm.layout import IGNORE_INDEX
 
+    from workbench.lm.packing import model_inputs
+
+    inputs, labels = model_inputs(batch, model)  # packed rows: position ids, no padding mask
     with autocast:
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        logits = model(**inputs).logits
     # Shift the labels, not the logits: slicing logits[:, :-1] copies the largest tensor of the
     # step and its gradient (measured: 1-4 % of a cpu-1m step, benchmarks/lm_speed.py).
-    targets = F.pad(batch.labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
     if logits.dtype != torch.float32:
         logits = logits.float()
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
@@ -449,11 +454,19 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
     model.to(device).train()
     counts = count_params(model.config)
 
-    stream = BatchStream(train_set, config.batch_size, pad_id, seed=config.seed, rank=dist_info.rank,
-                         world_size=dist_info.world_size)
+    if config.packing:
+        from workbench.lm.packing import PackedBatchStream
+
+        stream = PackedBatchStream(train_set, config.batch_size, pad_id, seed=config.seed, rank=dist_info.rank,
+                                   world_size=dist_info.world_size, max_seq_len=config.max_seq_len)
+        tokens_per_micro_batch = stream.mean_batch_tokens()
+    else:
+        stream = BatchStream(train_set, config.batch_size, pad_id, seed=config.seed, rank=dist_info.rank,
+                             world_size=dist_info.world_size)
+        tokens_per_micro_batch = (train_set.n_tokens / len(train_set)) * config.batch_size
     valid_batches = eval_batches(valid_set, config.batch_size, pad_id, config.eval_batches,
                                  dist_info.rank, dist_info.world_size) if len(valid_set) else []
-    tokens_per_step = (train_set.n_tokens / len(train_set)) * config.batch_size * config.grad_accum * dist_info.world_size
+    tokens_per_step = tokens_per_micro_batch * config.grad_accum * dist_info.world_size
     total_steps = config.max_steps if config.max_steps > 0 else math.ceil(config.token_budget / tokens_per_step)
 
     # Measured before any RNG state is restored: it draws random matrices.
