@@ -61,10 +61,10 @@ class LMTrainConfig:
                        checkpoint_every=1000, log_every=10, packing=True),
         "gpu-3b": dict(preset="llama-3.2-3b", max_seq_len=2048, batch_size=4, grad_accum=32,
                        token_budget=2_000_000_000, lr=5e-5, eval_every=500, eval_batches=20,
-                       checkpoint_every=1000, log_every=10, packing=True),
+                       checkpoint_every=1000, log_every=10, packing=True, sharding="fsdp"),
         "gpu-8b": dict(preset="llama-3.1-8b", max_seq_len=2048, batch_size=2, grad_accum=64,
                        token_budget=2_000_000_000, lr=5e-5, eval_every=500, eval_batches=20,
-                       checkpoint_every=1000, log_every=10, packing=True),
+                       checkpoint_every=1000, log_every=10, packing=True, sharding="fsdp"),
     }
 
     preset: str = "cpu-1m"
@@ -75,6 +75,8 @@ class LMTrainConfig:
     too_long: Literal["drop", "truncate"] = "drop"
     batch_size: int = 8  # sequences (packed: rows of up to max_seq_len tokens) per micro-batch per process
     packing: bool = False  # several utterances per row, attention kept inside each (lm.packing)
+    # Under torchrun: "ddp" replicates weights and AdamW state, "fsdp" shards them (lm.sharded)
+    sharding: Literal["ddp", "fsdp"] = "ddp"
     grad_accum: int = 1
     token_budget: int = 1_000_000  # stop after this many real tokens (all processes)
     max_steps: int = 0  # > 0: stop after this many optimizer steps instead of the token budget
@@ -298,14 +300,28 @@ def _sum_loss(model: Any, batch: Any, autocast: Any) -> Any:
 def _evaluate(model: Any, batches: list, device: Any, config: LMTrainConfig, dist_info: _Dist) -> float:
     import torch
 
+    from workbench.lm.sharded import is_sharded
+
     was_training = model.training
     model.eval()
     totals = torch.zeros(2, dtype=torch.float64)
+    n_forward = len(batches)
+    if is_sharded(model) and batches:
+        # Every forward of a sharded model is a collective: all ranks run as many as the busiest
+        # one, the extra ones on a batch whose loss is not counted.
+        most = torch.tensor([len(batches)])
+        if dist_info.world_size > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(most, op=dist.ReduceOp.MAX)
+        n_forward = int(most)
     with torch.no_grad():
-        for batch in batches:
-            batch = batch.to(device)
-            totals[0] += float(_sum_loss(model, batch, _autocast(device, config)))
-            totals[1] += batch.n_loss_tokens
+        for i in range(n_forward):
+            batch = batches[min(i, len(batches) - 1)].to(device)
+            piece = float(_sum_loss(model, batch, _autocast(device, config)))
+            if i < len(batches):
+                totals[0] += piece
+                totals[1] += batch.n_loss_tokens
     _all_reduce_sum(totals, dist_info)
     model.train(was_training)
     return float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
@@ -424,6 +440,7 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
     from workbench.lm.data import BatchStream, encode_utterances, eval_batches, split_utterances
     from workbench.lm.flops import count_params, training_flops
     from workbench.lm.model import build_model, load_lm, save_checkpoint
+    from workbench.lm.sharded import gradient_sync, to_float
 
     _barrier(dist_info)  # rank 0 has created the run directory
     codec, utterances = read_token_shards(shards_dir)
@@ -453,6 +470,12 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
                             pad_token_id=pad_id, max_position_embeddings=config.max_seq_len)
     model.to(device).train()
     counts = count_params(model.config)
+    sharded = config.sharding == "fsdp" and dist_info.world_size > 1
+    if sharded:
+        from workbench.lm.sharded import shard_model
+
+        use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+        shard_model(model, bf16=use_bf16)  # before the optimizer: it must hold the sharded parameters
 
     if config.packing:
         from workbench.lm.packing import PackedBatchStream
@@ -483,7 +506,12 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
                              "last_valid_loss": float("nan")}
     if latest is not None:
         saved = torch.load(latest / TRAINER_STATE_FILE, map_location="cpu", weights_only=False)
-        optimizer.load_state_dict(saved["optimizer"])
+        if sharded:
+            from workbench.lm.sharded import load_optimizer_state
+
+            load_optimizer_state(model, optimizer, saved["optimizer"])
+        else:
+            optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         stream.load_state_dict(saved["data"])
         _set_rng_state(saved["rng"])
@@ -491,13 +519,23 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
     wall_offset = state["wall_s"]
 
     ddp_model = model
-    if dist_info.world_size > 1:
+    if dist_info.world_size > 1 and not sharded:
         from torch.nn.parallel import DistributedDataParallel
 
         ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
+    from workbench.lm.sharded import estimate_memory
+
+    # Worst case per micro-batch: every row max_seq_len wide (always so when packed).
+    memory = estimate_memory(model.config, world_size=dist_info.world_size, sharding=config.sharding,
+                             tokens_per_micro_batch=config.batch_size * config.max_seq_len,
+                             bf16=config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda"))
+    if dist_info.is_main and (device.type == "cuda" or dist_info.world_size > 1):
+        import sys
+
+        print(memory.describe(), file=sys.stderr, flush=True)
     if run is not None and state["step"] == 0:
-        run.log(0, event="start", n_params=counts.n_params, n_params_non_embedding=counts.n_params_non_embedding,
+        run.log(0, event="start", memory_estimate_gb=memory.total / 1e9, n_params=counts.n_params, n_params_non_embedding=counts.n_params_non_embedding,
                 n_train_sequences=len(train_set), n_valid_sequences=len(valid_set),
                 n_dropped=train_set.n_dropped + valid_set.n_dropped,
                 n_truncated=train_set.n_truncated + valid_set.n_truncated,
@@ -510,15 +548,16 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
         return state["tokens_seen"] >= config.token_budget
 
     def save(step: int) -> None:
+        to_save, optimizer_state = _savable(model, optimizer, sharded)
         trainer_state = {
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
             "data": stream.state_dict(), "rng": _rng_state(),
             "counters": {**state, "wall_s": wall_offset + time.perf_counter() - wall_start},
         }
         if dist_info.is_main:
             ckpt_root = run_dir / "checkpoints"
             name = f"step-{step:07d}"
-            save_checkpoint(ckpt_root / name, model, tokenizer, layout, codec=codec,
+            save_checkpoint(ckpt_root / name, to_save, tokenizer, layout, codec=codec,
                             extra={"preset": config.preset, "step": step, "run_id": run_id},
                             extra_files={TRAINER_STATE_FILE: lambda p: torch.save(trainer_state, p)})
             atomic_write_text(ckpt_root / LATEST_FILE, name + "\n")
@@ -545,8 +584,7 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
         for i, batch in enumerate(micro):
             batch = batch.to(device)
             sync = i == len(micro) - 1 or dist_info.world_size == 1
-            ctx = contextlib.nullcontext() if sync else ddp_model.no_sync()
-            with ctx:
+            with gradient_sync(ddp_model, sync):
                 piece = _sum_loss(ddp_model, batch, autocast)
                 # ×world_size undoes DDP's gradient averaging: the result is Σ losses / n_targets.
                 (piece * (dist_info.world_size / n_targets)).backward()
@@ -580,7 +618,7 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
             tokens_per_s = window_tokens / max(window_time, 1e-9)
             flops_per_s = float(totals[2]) / max(step_time, 1e-9)
             if run is not None:
-                run.log(step, train_loss=window_loss / window_steps, lr=lr, grad_norm=float(grad_norm),
+                run.log(step, train_loss=window_loss / window_steps, lr=lr, grad_norm=to_float(grad_norm),
                         tokens_seen=state["tokens_seen"], flops=state["flops"],
                         flops_non_embedding=state["flops_non_embedding"], tokens_per_s=tokens_per_s,
                         mfu=flops_per_s / dist_info.world_size / peak, epoch=stream.epoch)
@@ -602,8 +640,9 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
 
     wall_s = wall_offset + time.perf_counter() - wall_start
     model_dir = run_dir / "model"
+    final_model = _savable(model, None, sharded)[0] if not stopped_early else None
     if dist_info.is_main and not stopped_early:
-        save_checkpoint(model_dir, model, tokenizer, layout, codec=codec,
+        save_checkpoint(model_dir, final_model, tokenizer, layout, codec=codec,
                         extra={"preset": config.preset, "step": state["step"], "run_id": run_id})
     _barrier(dist_info)
     result = LMTrainResult(
@@ -620,6 +659,17 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
     if stopped_early:
         raise _StopRequested(result)
     return result
+
+
+def _savable(model: Any, optimizer: Any, sharded: bool) -> tuple[Any, Any]:
+    """(a model `save_pretrained` can write, the optimizer's state dict). Sharded: the full
+    weights and optimizer state gathered to rank 0 (a collective; other ranks get None)."""
+    if not sharded:
+        return model, optimizer.state_dict() if optimizer is not None else None
+    from workbench.lm.sharded import full_state, plain_model
+
+    model_state, optimizer_state = full_state(model, optimizer)
+    return (plain_model(model, model_state) if model_state is not None else None), optimizer_state
 
 
 def main(argv: list[str] | None = None) -> None:
