@@ -73,12 +73,16 @@ def packed_epoch_batches(lengths: Sequence[int], batch_size: int, max_seq_len: i
     return [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
 
 
-def collate_packed(rows: Sequence[Sequence[TokenSequence]], pad_token_id: int) -> Batch:
+def collate_packed(rows: Sequence[Sequence[TokenSequence]], pad_token_id: int, width: int = 0) -> Batch:
     """One row per entry of `rows` (each a list of sequences laid end to end), right-padded to the
-    longest row; no attention mask (the position restarts carry it)."""
+    longest row, or to `width` when given (one shape for every batch: what a compiled model
+    wants); no attention mask (the position restarts carry it)."""
     if not rows or not all(rows):
         raise ValueError("collate_packed needs at least one row, and no empty row")
-    width = max(sum(len(s) for s in row) for row in rows)
+    longest = max(sum(len(s) for s in row) for row in rows)
+    if width and longest > width:
+        raise ValueError(f"a packed row of {longest} tokens does not fit width {width}")
+    width = width or longest
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
     position_ids = torch.zeros((len(rows), width), dtype=torch.long)
@@ -128,6 +132,7 @@ class PackedBatchStream(BatchStream):
     tokens. Same resume contract (`state_dict` also records `max_seq_len`)."""
 
     max_seq_len: int = 2048
+    fixed_width: bool = False  # pad every row to max_seq_len (static shapes for torch.compile)
 
     def _epoch_batches(self) -> list:
         if self._batches is None:
@@ -146,7 +151,8 @@ class PackedBatchStream(BatchStream):
             batches = self._epoch_batches()
         rows = batches[self.cursor * self.world_size + self.rank]
         self.cursor += 1
-        return collate_packed([[self.dataset.sequences[i] for i in row] for row in rows], self.pad_token_id)
+        return collate_packed([[self.dataset.sequences[i] for i in row] for row in rows], self.pad_token_id,
+                              width=self.max_seq_len if self.fixed_width else 0)
 
     def mean_batch_tokens(self) -> float:
         """Real tokens per micro-batch in the first epoch's packing (for the schedule's length)."""

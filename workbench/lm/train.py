@@ -77,6 +77,10 @@ class LMTrainConfig:
     packing: bool = False  # several utterances per row, attention kept inside each (lm.packing)
     # Under torchrun: "ddp" replicates weights and AdamW state, "fsdp" shards them (lm.sharded)
     sharding: Literal["ddp", "fsdp"] = "ddp"
+    # torch.compile each decoder layer (fused kernels; pays on GPU, see benchmarks/gpu_check.py;
+    # the first steps are slow while it compiles)
+    compile: bool = False
+    compile_backend: str = "inductor"  # "eager" only traces (a quick check that compile works)
     grad_accum: int = 1
     token_budget: int = 1_000_000  # stop after this many real tokens (all processes)
     max_steps: int = 0  # > 0: stop after this many optimizer steps instead of the token budget
@@ -470,6 +474,10 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
                             pad_token_id=pad_id, max_position_embeddings=config.max_seq_len)
     model.to(device).train()
     counts = count_params(model.config)
+    if config.compile:  # before sharding: FSDP2 then wraps compiled layers (the supported order)
+        from workbench.lm.compile import compile_layers
+
+        compile_layers(model, backend=config.compile_backend)
     sharded = config.sharding == "fsdp" and dist_info.world_size > 1
     if sharded:
         from workbench.lm.sharded import shard_model
@@ -481,7 +489,8 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
         from workbench.lm.packing import PackedBatchStream
 
         stream = PackedBatchStream(train_set, config.batch_size, pad_id, seed=config.seed, rank=dist_info.rank,
-                                   world_size=dist_info.world_size, max_seq_len=config.max_seq_len)
+                                   world_size=dist_info.world_size, max_seq_len=config.max_seq_len,
+                                   fixed_width=config.compile)
         tokens_per_micro_batch = stream.mean_batch_tokens()
     else:
         stream = BatchStream(train_set, config.batch_size, pad_id, seed=config.seed, rank=dist_info.rank,
