@@ -85,3 +85,24 @@ def test_memory_estimate_matches_the_h200_measurement_and_shards_the_8b_state():
     assert fsdp.weights_grads_optimizer == pytest.approx(2 * ddp.n_params)
     assert ddp.total > 141e9 > fsdp.total  # DDP cannot fit on one H200; FSDP can
     assert for_profile(LMTrainConfig, "gpu-8b").sharding == "fsdp" == for_profile(LMTrainConfig, "gpu-3b").sharding
+
+
+def test_the_documented_multinode_sbatch_is_the_shipped_script_and_its_config_is_valid():
+    import re
+    import shlex
+
+    from workbench.config import from_params
+
+    repo = Path(__file__).resolve().parents[1]
+    script = (repo / "scripts" / "lm_multinode.sbatch").read_text()
+    assert script in (repo / "docs" / "scale.md").read_text()
+    subprocess.run(["bash", "-n", str(repo / "scripts" / "lm_multinode.sbatch")], check=True)
+    args = shlex.split(script.split("-m workbench.lm.train", 1)[1].replace("\\\n", " "))
+    profile = args[args.index("--profile") + 1]
+    overrides = dict(item.split("=", 1) for item in (args[i + 1] for i, a in enumerate(args) if a == "--set"))
+    config = from_params(LMTrainConfig, {k: int(v) for k, v in overrides.items()},
+                         base=for_profile(LMTrainConfig, profile))
+    nodes = int(re.search(r"--nodes=(\d+)", script).group(1))
+    gpus = int(re.search(r"--gpus-per-node=(\d+)", script).group(1))
+    tokens_per_step = config.batch_size * config.max_seq_len * config.grad_accum * nodes * gpus
+    assert config.sharding == "fsdp" and 1.5e6 < tokens_per_step < 2.5e6  # the paper's ~2M
