@@ -125,8 +125,9 @@ def test_importing_the_codec_model_imports_its_quantiser():
 def test_codec_data_setup_with_the_gpu_profiles_shapes_stays_small_in_host_memory(mirror):
     """The gpu-1b codec run was killed for host memory within a minute. Its data set-up (210
     Kathleen utterances decoded in memory, a crop sampler of 16 x 6 s, a few batches) is not
-    what allocates it: it must stay far below 1 GB of host memory (the cause was the training
-    step running on the host; `train_codec` now uses `config.device`)."""
+    what allocates it: it must stay far below 1 GB of host memory. (The cause was the training
+    step running on the host, ~1.75 GB of activations per second of audio with the GAN, ~170 GB
+    for a 16 x 6 s batch; `train_codec` now uses `config.device`.)"""
     code = f"""
 import resource, sys
 from workbench.codec.config import CodecConfig
