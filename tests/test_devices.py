@@ -149,3 +149,24 @@ sys.exit(0 if grown_mb < 500 else f"data set-up grew host memory by {{grown_mb:.
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:] + out.stdout
     assert "210 utterances" in out.stdout
+
+
+def test_moving_the_codec_moves_its_semantic_teacher(tmp_path):
+    """The teacher lives outside the module tree (never saved, never trained), yet must follow
+    the model to its device."""
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    from workbench.codec.config import CodecConfig
+    from workbench.codec.model import build_model
+    from workbench.config import for_profile
+
+    teacher_config = Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                    intermediate_size=32, conv_dim=(8, 8), conv_stride=(5, 4),
+                                    conv_kernel=(10, 4), num_feat_extract_layers=2,
+                                    num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
+    Wav2Vec2Model(teacher_config).save_pretrained(tmp_path)
+    Wav2Vec2FeatureExtractor().save_pretrained(tmp_path)
+    model = build_model(for_profile(CodecConfig, "smoke", semantic_model_path=str(tmp_path), semantic_layer=1))
+    model.to("meta")
+    assert {p.device.type for p in model.teacher.parameters()} == {"meta"}
+    assert not any(k.startswith("_teacher") for k in model.state_dict())

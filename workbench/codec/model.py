@@ -297,6 +297,14 @@ class CodecModel(nn.Module):
     def teacher(self) -> SemanticTeacher | None:
         return self._teacher[0] if self._teacher else None
 
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - torch's signature
+        # .to(device) / .cuda() / .float() reach the teacher too, although it is outside the
+        # module tree: a teacher left on the CPU fails the first GPU step.
+        super()._apply(fn, recurse)
+        for teacher in self._teacher:
+            teacher._apply(fn, recurse)
+        return self
+
     @property
     def codebook_size(self) -> int:
         return self.config.codebook_size
