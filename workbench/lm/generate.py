@@ -189,7 +189,11 @@ def _fast(model: Any, ids: torch.Tensor, mask: torch.Tensor, sampling: SamplingC
 
     from workbench.lm.fast_generate import fast_generate
 
+    device = next(model.parameters()).device
     chain = list(processors or [])
+    for processor in chain:  # the mask moves to the model's device once, not at every token
+        if isinstance(processor, _SpeechOnly):
+            processor.blocked = processor.blocked.to(device)
     greedy = sampling.temperature <= 0
     if not greedy:
         if sampling.temperature != 1.0:
@@ -198,7 +202,7 @@ def _fast(model: Any, ids: torch.Tensor, mask: torch.Tensor, sampling: SamplingC
             chain.append(TopKLogitsWarper(top_k=sampling.top_k, min_tokens_to_keep=1))
         if sampling.top_p < 1.0:
             chain.append(TopPLogitsWarper(top_p=sampling.top_p, min_tokens_to_keep=1))
-    on_gpu = next(model.parameters()).device.type == "cuda"
+    on_gpu = device.type == "cuda"
     return fast_generate(model, ids, mask, max_new_tokens=max_new, eos_token_id=end, pad_token_id=pad,
                          do_sample=not greedy, processors=chain,
                          num_return_sequences=sampling.num_return_sequences,
