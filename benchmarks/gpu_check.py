@@ -37,6 +37,7 @@ import math
 import os
 import random
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -183,6 +184,8 @@ def bench_lm(mode: Mode, shards: Path, root: Path, peak: float, report: Report) 
         result = train_lm(config, shards, run_id=f"lm-{name.replace('+', '-')}", root=root)
         wall = time.perf_counter() - start
         tokens_per_s, flops_per_s = lm_window(result.run_dir)
+        # train_lm ends with a checkpoint (1B: weights + AdamW state, ~20 GB): free the disk now
+        shutil.rmtree(result.run_dir, ignore_errors=True)
         memory = torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else math.nan
         results[name] = (tokens_per_s, flops_per_s / peak, memory)
         gpu_memory = f", peak GPU memory {memory:.1f} GB" if math.isfinite(memory) else ""
