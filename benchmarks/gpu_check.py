@@ -184,6 +184,9 @@ def bench_lm(mode: Mode, shards: Path, root: Path, peak: float, report: Report) 
         result = train_lm(config, shards, run_id=f"lm-{name.replace('+', '-')}", root=root)
         wall = time.perf_counter() - start
         tokens_per_s, flops_per_s = lm_window(result.run_dir)
+        from workbench.runs import read_metrics
+
+        attention = next((m.get("attention") for m in read_metrics(result.run_dir) if m.get("event") == "start"), "?")
         # train_lm ends with a checkpoint (1B: weights + AdamW state, ~20 GB): free the disk now
         shutil.rmtree(result.run_dir, ignore_errors=True)
         memory = torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else math.nan
@@ -191,7 +194,7 @@ def bench_lm(mode: Mode, shards: Path, root: Path, peak: float, report: Report) 
         gpu_memory = f", peak GPU memory {memory:.1f} GB" if math.isfinite(memory) else ""
         report.notes.append(f"LM {name}: {steps} steps in {wall:.0f} s wall (start-up and compile included), "
                             f"window tokens/s {tokens_per_s:,.0f}, MFU {flops_per_s / peak:.3f}{gpu_memory}, "
-                            f"final train loss {result.final_train_loss:.3f}")
+                            f"final train loss {result.final_train_loss:.3f}, attention {attention}")
     padded, packed, compiled = results["padded"], results["packed"], results["packed+compile"]
     report.add(f"LM step tokens/s, {mode.preset} packed", packed[0], "tok/s", "padded rows", padded[0])
     report.add(f"LM MFU, {mode.preset} packed", packed[1], "of peak", "padded rows", padded[1],

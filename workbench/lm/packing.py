@@ -112,6 +112,23 @@ def uses_varlen_kernel(model: Any) -> bool:
     return "flash" in str(getattr(config, "_attn_implementation", "") or "")
 
 
+def prefer_varlen_attention(model: Any, device: Any) -> str:
+    """On a GPU with the `flash_attn` package installed, switch the model to transformers'
+    "flash_attention_2" (packed rows then run the varlen kernel, which skips the masked blocks a
+    dense block-diagonal mask computes); elsewhere leave it. Returns the implementation in use."""
+    import importlib.util
+
+    config = model.config
+    if getattr(device, "type", str(device)) == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        try:
+            model.set_attn_implementation("flash_attention_2")
+        except (ImportError, ValueError) as error:  # an installed but unusable flash_attn: keep SDPA
+            import warnings
+
+            warnings.warn(f"flash_attention_2 unavailable ({error}); packed rows use SDPA with a mask")
+    return str(getattr(config, "_attn_implementation", "") or "sdpa")
+
+
 def model_inputs(batch: Batch, model: Any) -> tuple[dict[str, Any], torch.Tensor]:
     """(keyword arguments for the model's forward, labels in the same shape as its logits)."""
     if not batch.is_packed:
@@ -188,4 +205,5 @@ def per_sequence_losses(logits: torch.Tensor, labels: torch.Tensor,
 
 
 __all__ = ["pack_first_fit", "packed_epoch_batches", "collate_packed", "uses_varlen_kernel", "model_inputs",
+           "prefer_varlen_attention",
            "PackedBatchStream", "per_sequence_losses", "PACK_GROUP"]

@@ -474,6 +474,11 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
                             pad_token_id=pad_id, max_position_embeddings=config.max_seq_len)
     model.to(device).train()
     counts = count_params(model.config)
+    attention = str(getattr(model.config, "_attn_implementation", "") or "sdpa")
+    if config.packing:
+        from workbench.lm.packing import prefer_varlen_attention
+
+        attention = prefer_varlen_attention(model, device)
     if config.compile:  # before sharding: FSDP2 then wraps compiled layers (the supported order)
         from workbench.lm.compile import compile_layers
 
@@ -549,7 +554,8 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
                 n_dropped=train_set.n_dropped + valid_set.n_dropped,
                 n_truncated=train_set.n_truncated + valid_set.n_truncated,
                 total_steps_estimate=total_steps, tokens_per_step_estimate=tokens_per_step,
-                peak_flops_per_s=peak, world_size=dist_info.world_size, device=str(device))
+                peak_flops_per_s=peak, world_size=dist_info.world_size, device=str(device),
+                attention=attention, packing=config.packing, sharding=config.sharding, compile=config.compile)
 
     def done() -> bool:
         if config.max_steps > 0:
