@@ -29,7 +29,8 @@ def _weights(model_dir: str) -> dict[str, torch.Tensor]:
 
 
 def test_fsdp_over_two_gloo_processes_equals_one_process_with_accumulation(tmp_path):
-    """FSDP2 over 2 processes (batch 2 each, checkpoints gathered mid-run) == 1 process with 2
+    """FSDP2 over 2 processes (batch 2 each, checkpoints gathered mid-run, one validation batch so
+    that rank 1 evaluates nothing yet joins the collectives) == 1 process with 2
     accumulated micro-batches: same losses, same final weights, same HF checkpoint folder."""
     from workbench.lm.model import load_lm
 
@@ -37,7 +38,7 @@ def test_fsdp_over_two_gloo_processes_equals_one_process_with_accumulation(tmp_p
     write_token_shards(shards, utterances(160), CodecInfo(K, 50.0, 16000, "toy"), shard_size=64)
     common = ["--profile", "smoke", "--root", str(tmp_path), "--set", "max_steps=6", "--set", "batch_size=2",
               "--set", "progress=false", "--set", "peak_flops_per_s=1e11", "--set", "checkpoint_every=3",
-              "--set", "eval_every=3", "--set", "eval_batches=3", "--set", "sharding=fsdp"]
+              "--set", "eval_every=3", "--set", "eval_batches=1", "--set", "sharding=fsdp"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                 "--master_port", str(30500 + os.getpid() % 1000)]
@@ -47,7 +48,7 @@ def test_fsdp_over_two_gloo_processes_equals_one_process_with_accumulation(tmp_p
     assert run.returncode == 0, run.stderr[-3000:]
     assert "per-GPU memory estimate (fsdp, 2 process(es)" in run.stderr
     single = train_lm(for_profile(LMTrainConfig, "smoke", progress=False, peak_flops_per_s=1e11, max_steps=6,
-                                  batch_size=2, grad_accum=2, checkpoint_every=3, eval_every=3, eval_batches=3),
+                                  batch_size=2, grad_accum=2, checkpoint_every=3, eval_every=3, eval_batches=1),
                       shards, run_id="single", root=tmp_path)
     sharded = json.loads((tmp_path / "fsdp.json").read_text())
     assert sharded["tokens_seen"] == single.tokens_seen

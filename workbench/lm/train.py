@@ -18,7 +18,9 @@ RNG states, data position, counters), written atomically every `checkpoint_every
 run id resumes from it and ends with the same weights and losses as an uninterrupted run.
 
 Data parallel: launch under ``torchrun --nproc_per_node N -m workbench.lm.train ...``; the loop uses
-torch DDP (gloo on CPU, NCCL on GPU). Rank 0 alone writes the run directory.
+torch DDP (gloo on CPU, NCCL on GPU), or FSDP2 with ``sharding="fsdp"`` (`workbench.lm.sharded`).
+Rank 0 alone writes the run directory. ``packing`` puts several utterances in each row
+(`workbench.lm.packing`); ``compile`` compiles the decoder layers (`workbench.lm.compile`).
 """
 
 from __future__ import annotations
@@ -301,7 +303,8 @@ def _sum_loss(model: Any, batch: Any, autocast: Any) -> Any:
                            ignore_index=IGNORE_INDEX, reduction="sum")
 
 
-def _evaluate(model: Any, batches: list, device: Any, config: LMTrainConfig, dist_info: _Dist) -> float:
+def _evaluate(model: Any, batches: list, device: Any, config: LMTrainConfig, dist_info: _Dist,
+              filler: Any = None) -> float:
     import torch
 
     from workbench.lm.sharded import is_sharded
@@ -310,18 +313,17 @@ def _evaluate(model: Any, batches: list, device: Any, config: LMTrainConfig, dis
     model.eval()
     totals = torch.zeros(2, dtype=torch.float64)
     n_forward = len(batches)
-    if is_sharded(model) and batches:
+    if is_sharded(model) and dist_info.world_size > 1:
         # Every forward of a sharded model is a collective: all ranks run as many as the busiest
-        # one, the extra ones on a batch whose loss is not counted.
-        most = torch.tensor([len(batches)])
-        if dist_info.world_size > 1:
-            import torch.distributed as dist
+        # one, the extra ones on a batch (`filler` when this rank has none) whose loss is not counted.
+        import torch.distributed as dist
 
-            dist.all_reduce(most, op=dist.ReduceOp.MAX)
+        most = torch.tensor([len(batches)])
+        dist.all_reduce(most, op=dist.ReduceOp.MAX)
         n_forward = int(most)
     with torch.no_grad():
         for i in range(n_forward):
-            batch = batches[min(i, len(batches) - 1)].to(device)
+            batch = (batches[i] if i < len(batches) else batches[0] if batches else filler).to(device)
             piece = float(_sum_loss(model, batch, _autocast(device, config)))
             if i < len(batches):
                 totals[0] += piece
@@ -441,7 +443,7 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
     from tqdm.auto import tqdm
 
     from workbench.data.token_shards import read_token_shards
-    from workbench.lm.data import BatchStream, encode_utterances, eval_batches, split_utterances
+    from workbench.lm.data import BatchStream, collate, encode_utterances, eval_batches, split_utterances
     from workbench.lm.flops import count_params, training_flops
     from workbench.lm.model import build_model, load_lm, save_checkpoint
     from workbench.lm.sharded import gradient_sync, to_float
@@ -503,6 +505,8 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
         tokens_per_micro_batch = (train_set.n_tokens / len(train_set)) * config.batch_size
     valid_batches = eval_batches(valid_set, config.batch_size, pad_id, config.eval_batches,
                                  dist_info.rank, dist_info.world_size) if len(valid_set) else []
+    # a sharded rank without validation batches still joins every forward's collectives
+    eval_filler = collate(valid_set.sequences[:1], pad_id) if sharded and len(valid_set) else None
     tokens_per_step = tokens_per_micro_batch * config.grad_accum * dist_info.world_size
     total_steps = config.max_steps if config.max_steps > 0 else math.ceil(config.token_budget / tokens_per_step)
 
@@ -640,7 +644,7 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
             window_loss, window_steps, window_tokens, window_time = 0.0, 0, 0, 0.0
         # len(valid_set), not valid_batches: identical on every rank, so all join the all-reduce.
         if len(valid_set) and (step % config.eval_every == 0 or done()):
-            state["last_valid_loss"] = _evaluate(model, valid_batches, device, config, dist_info)
+            state["last_valid_loss"] = _evaluate(model, valid_batches, device, config, dist_info, eval_filler)
             if run is not None:
                 run.log(step, valid_loss=state["last_valid_loss"], tokens_seen=state["tokens_seen"],
                         flops=state["flops"], flops_non_embedding=state["flops_non_embedding"])
