@@ -18,6 +18,10 @@ the same process (the machine is shared and noisy, so only same-run ratios mean 
    (`use_cache=False`): greedy, same prompt, same number of new tokens (end token suppressed).
 4. best-of-8 as one `generate(num_return_sequences=8)` call vs 8 sequential single samples
    (seeded sampling, temperature 0.8, same number of new tokens per sample).
+5. sampling tokens/s of the lean loop (`workbench.lm.fast_generate`, what
+   `generate_speech_tokens` uses) vs `model.generate`, batch 1 and best-of-8, seeded sampling at
+   temperature 0.8 with the speech-only mask (target >= 3); the notes say whether both drew
+   identical samples.
 
 Models are random-initialised presets over a tiny trained BPE plus 1,000 speech codes; training
 sequences are a ~40-token prompt and 150-250 speech tokens.
@@ -25,6 +29,7 @@ sequences are a ~40-token prompt and 150-250 speech tokens.
     .venv/bin/python benchmarks/lm_speed.py                    # cpu-1m, 1 thread, ~1.5 min
     .venv/bin/python benchmarks/lm_speed.py --quick            # ~15 s: a smoke check
     .venv/bin/python benchmarks/lm_speed.py --preset cpu-3m --threads 2
+    .venv/bin/python benchmarks/lm_speed.py --generation-only --preset cpu-0.1m   # rows 3-5 only
 """
 
 from __future__ import annotations
@@ -448,11 +453,77 @@ def bench_generation(s: Settings, result: LMSpeedResult) -> None:
                            n / t_nocache))
     result.rows.append(Row("best-of-8 samples/s: one batched generate", 8 / t_batched, "samples/s",
                            "8 sequential generate calls", 8 / t_seq))
+    bench_fast_loop(s, result, model, ids, mask, layout, pad_id)
     result.notes.append(
         f"generation: {s.preset}, prompt {len(prompt)} tokens, {n} new tokens (greedy for cache vs no cache, "
         f"identical tokens: {'yes' if same else 'no (fp32 rounding flips an argmax of the random model)'}), "
         f"best of {s.gen_repeats}; walls: cached {t_cache:.2f} s, uncached {t_nocache:.2f} s, "
         f"best-of-8 batched {t_batched:.2f} s, sequential {t_seq:.2f} s")
+
+
+def bench_fast_loop(s: Settings, result: LMSpeedResult, model: Any, ids: torch.Tensor, mask: torch.Tensor,
+                    layout: Any, pad_id: int) -> None:
+    """5: the lean sampling loop (workbench.lm.fast_generate) against `model.generate`, seeded
+    sampling at temperature 0.8 with the speech-only mask, batch 1 and best-of-8, exactly `n`
+    new tokens on both sides (transformers' own min-new-tokens processor on both)."""
+    from transformers import LogitsProcessorList, MinNewTokensLengthLogitsProcessor, TemperatureLogitsWarper
+
+    from workbench.lm.fast_generate import fast_generate
+    from workbench.lm.generate import _SpeechOnly
+
+    n, end = s.new_tokens, layout.speech_generation_end
+    speech_only = _SpeechOnly(layout, model.config.vocab_size)
+    speech_only.blocked = speech_only.blocked.to(ids.device)
+    min_new = MinNewTokensLengthLogitsProcessor(ids.shape[1], n, end)
+    outputs: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def hf(k: int) -> None:
+        torch.manual_seed(0)
+        outputs[f"hf{k}"] = model.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=n, max_length=None, do_sample=True,
+            temperature=0.8, top_p=1.0, top_k=0, num_return_sequences=k, eos_token_id=end, pad_token_id=pad_id,
+            min_new_tokens=n, logits_processor=LogitsProcessorList([speech_only]))
+
+    def fast(k: int) -> None:
+        torch.manual_seed(0)
+        # generate's order: its min-new-tokens processor, the custom one, then temperature
+        outputs[f"fast{k}"] = fast_generate(
+            model, ids, mask, max_new_tokens=n, eos_token_id=end, pad_token_id=pad_id, do_sample=True,
+            processors=[min_new, speech_only, TemperatureLogitsWarper(0.8)], num_return_sequences=k)
+
+    for k in (1, 8):
+        hf(k), fast(k)  # warm-up
+        t_hf = t_fast = math.inf
+        for _ in range(max(2, s.gen_repeats)):  # interleaved so load changes hit both sides
+            t_hf = min(t_hf, best_of(lambda: hf(k), 1))
+            t_fast = min(t_fast, best_of(lambda: fast(k), 1))
+        same = torch.equal(outputs[f"hf{k}"], outputs[f"fast{k}"])
+        label = "batch 1" if k == 1 else "best-of-8"
+        result.rows.append(Row(f"sample tokens/s: lean loop, {label}", k * n / t_fast, "tok/s",
+                               f"model.generate, {label}", k * n / t_hf, ">= 3"))
+        result.notes.append(f"lean loop, {label}: identical samples to model.generate with seed 0: "
+                            f"{'yes' if same else 'NO'}; walls {t_fast:.3f} s vs {t_hf:.3f} s")
+
+
+def generation_only(s: Settings) -> LMSpeedResult:
+    """Only rows 3-5 (no training benchmark): for a quick pass over the cpu ladder."""
+    from transformers.utils import logging as hf_logging
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(s.threads)
+    hf_logging.set_verbosity_error()
+    result = LMSpeedResult(rows=[])
+    try:
+        load_start = os.getloadavg()[0]
+        start = time.perf_counter()
+        bench_generation(s, result)
+        result.notes.insert(0, (
+            f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {s.threads} thread(s); load average "
+            f"{load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end; total {time.perf_counter() - start:.0f} s"))
+    finally:
+        torch.set_num_threads(previous_threads)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,11 +603,13 @@ def main(argv: list[str] | None = None) -> LMSpeedResult:
     parser.add_argument("--new-tokens", type=int, default=0, help="generated tokens (default 200, quick 24)")
     parser.add_argument("--repeats", type=int, default=0, help="generation repeats, best kept (default 3, quick 1)")
     parser.add_argument("--quick", action="store_true", help="tiny run (seconds) to check the script works")
+    parser.add_argument("--generation-only", action="store_true",
+                        help="skip the training benchmark (rows 3-5 only)")
     args = parser.parse_args(argv)
     s = settings_from_args(args)
     if s.warmup_steps < 1 or s.steps < 1 or s.rounds < 1:
         raise SystemExit(f"--warmup-steps {s.warmup_steps}, --steps {s.steps}, --rounds {s.rounds}: all must be >= 1")
-    result = run(s)
+    result = generation_only(s) if args.generation_only else run(s)
     print(format_result(result))
     return result
 

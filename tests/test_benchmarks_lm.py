@@ -38,9 +38,11 @@ def test_quick_run_reports_every_ratio(capsys):
     names = [row.name for row in result.rows]
     assert names == ["train tokens/s: workbench train_lm loop", "train MFU: workbench loop FLOP/s",
                      "train MFU: bare loop FLOP/s", "generate tokens/s: KV cache",
-                     "best-of-8 samples/s: one batched generate"]
+                     "best-of-8 samples/s: one batched generate", "sample tokens/s: lean loop, batch 1",
+                     "sample tokens/s: lean loop, best-of-8"]
     for row in result.rows:
         assert math.isfinite(row.ratio) and row.ratio > 0, row
     assert result.overhead_ms and all(math.isfinite(v) for v in result.overhead_ms.values())
     printed = capsys.readouterr().out
     assert "bare fwd/bwd/AdamW loop" in printed and "fp32 matmul peak" in printed
+    assert "identical samples to model.generate with seed 0: yes" in printed

@@ -367,7 +367,9 @@ class CTCRecognizer(nn.Module):
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
                 features, lengths = pad_features([log_mel_features(wavs[i], self.spec) for i in idx])
-                log_probs, out_lengths = self(features, lengths)
+                device = next(self.parameters()).device  # inputs go where the weights are
+                log_probs, out_lengths = self(features.to(device), lengths.to(device))
+                log_probs, out_lengths = log_probs.cpu(), out_lengths.cpu()
                 for row, i in enumerate(idx):
                     out[i] = log_probs[row, :out_lengths[row]]
             return out

@@ -102,7 +102,8 @@ class SpeakerEncoder(nn.Module):
             out: list[torch.Tensor] = [torch.empty(0)] * len(wavs)
             for indices in equal_length_batches(list(wavs), batch_size):
                 feats = torch.stack([speaker_features(wavs[i], self.spec) for i in indices])
-                for i, e in zip(indices, self(feats)):
+                feats = feats.to(next(self.parameters()).device)  # inputs go where the weights are
+                for i, e in zip(indices, self(feats).cpu()):
                     out[i] = e
             return torch.stack(out)
         finally:

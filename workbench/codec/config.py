@@ -122,6 +122,8 @@ class CodecConfig:
     n_eval_utterances: int = 16
     eval_max_s: float = 4.0  # valid utterances cropped to this length for the periodic eval
     num_threads: int | None = None  # torch threads; None leaves torch's default
+    # "auto": the GPU when CUDA is available, else the CPU; "cuda" means the current GPU
+    device: str = "auto"
     seed: int = 0
     # --- fine-tuning a transformers X-codec2 checkpoint (see workbench.codec.hf_finetune) -------
     # a local X-codec2 folder (save_pretrained) or hub id: train_codec then fine-tunes it instead

@@ -23,7 +23,8 @@ What comes from the reference implementation (transformers' ``Xcodec2Model``) an
   semantic reconstruction loss. There is no pretrained teacher offline here, so the cpu profile
   runs without it.
 
-transformers is imported when a model is built, never when this module is imported.
+transformers is imported when a model is built, never when this module is imported;
+vector-quantize-pytorch is imported with the module, so a missing one fails at import.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# Imported with the module, not in the constructor: a missing dependency must show when the codec
+# is imported (or installed), not minutes into a training run.
+from vector_quantize_pytorch import FSQ
 
 from workbench.codec.config import CodecConfig
 
@@ -267,8 +272,6 @@ class CodecModel(nn.Module):
 
     def __init__(self, config: CodecConfig, teacher: SemanticTeacher | None = None):
         super().__init__()
-        from vector_quantize_pytorch import FSQ
-
         self.config = config
         self.hop_length = config.hop_length
         self.acoustic_encoder = AcousticEncoder(config)
@@ -293,6 +296,14 @@ class CodecModel(nn.Module):
     @property
     def teacher(self) -> SemanticTeacher | None:
         return self._teacher[0] if self._teacher else None
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - torch's signature
+        # .to(device) / .cuda() / .float() reach the teacher too, although it is outside the
+        # module tree: a teacher left on the CPU fails the first GPU step.
+        super()._apply(fn, recurse)
+        for teacher in self._teacher:
+            teacher._apply(fn, recurse)
+        return self
 
     @property
     def codebook_size(self) -> int:

@@ -124,11 +124,14 @@ def save_codec(path: str | Path, model: CodecModel, step: int) -> Path:
 @torch.no_grad()
 def evaluate_valid(model: CodecModel, wavs: list[torch.Tensor], mel_loss: MultiScaleMelLoss) -> ValidEval:
     """Mel distance and code usage on a fixed list of valid waveforms (no randomness used)."""
+    from workbench.devices import model_device
+
     was_training = model.training
     model.eval()
+    device = model_device(model)
     distances, weights, used = [], [], set()
     for wav in wavs:
-        x = wav.view(1, 1, -1)
+        x = wav.view(1, 1, -1).to(device)
         out = model(x)
         distances.append(float(mel_loss(out.audio, x)))
         weights.append(x.shape[-1])
@@ -150,10 +153,18 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
     interruption would (used by the resume test). Returns where everything was written."""
     from tqdm.auto import tqdm
 
+    from workbench.devices import resolve_device
     from workbench.runs import start_run
 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
+    # The model, discriminators, losses and every batch live here. Without it the gpu profile
+    # trained on the host: batch 16 x 6 s through the 219M-parameter codec keeps ~170 GB of fp32
+    # activations for the backward pass (measured on CPU: 1.3 GB per second of audio, 1.75 GB
+    # with the GAN), which the OS killed.
+    device = resolve_device(config.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     train_utts = corpus_utterances(data_dir, "train")
     valid_utts = corpus_utterances(data_dir, "valid")[: config.n_eval_utterances]
     if not train_utts:
@@ -182,8 +193,11 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
         trainable = [p for p in model.parameters() if p.requires_grad]
         discriminators = (CodecDiscriminators(config.mpd_periods, config.mrsd_n_ffts, config.disc_channels)
                           if config.use_gan else None)
-        mel_loss = MultiScaleMelLoss(sample_rate, config.mel_n_ffts, config.mel_n_mels)
-        stft_loss = MultiResolutionSTFTLoss(config.stft_n_ffts) if config.stft_loss_weight else None
+        model.to(device)
+        if discriminators is not None:
+            discriminators.to(device)
+        mel_loss = MultiScaleMelLoss(sample_rate, config.mel_n_ffts, config.mel_n_mels).to(device)
+        stft_loss = MultiResolutionSTFTLoss(config.stft_n_ffts).to(device) if config.stft_loss_weight else None
         opt_g = torch.optim.AdamW(trainable, lr=config.learning_rate, betas=config.adam_betas,
                                   weight_decay=config.weight_decay)
         clock = {"train_wall_s": 0.0}  # read by the wall-time schedule; updated every step
@@ -253,7 +267,7 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
                 stopped = True
                 break
             tick = time.perf_counter()
-            real = sampler.next_batch()
+            real = sampler.next_batch().to(device, non_blocking=True)
             out = model(real)
             fake = out.audio
             mel = mel_loss(fake, real)

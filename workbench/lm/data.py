@@ -89,9 +89,12 @@ def split_utterances(utterances: Sequence[TokenizedUtterance], *, train_split: s
 @dataclass
 class Batch:
     input_ids: torch.Tensor  # (batch, time) long, right-padded
-    attention_mask: torch.Tensor  # (batch, time) long, 1 = real token
+    attention_mask: torch.Tensor | None  # (batch, time) long, 1 = real token; None when packed
     labels: torch.Tensor  # (batch, time) long, IGNORE_INDEX on masked and padded positions
-    seq_lens: list[int]
+    seq_lens: list[int]  # one per utterance (a packed row holds several)
+    # Packed rows (`workbench.lm.packing`): positions restart at 0 for every utterance, which is
+    # what keeps attention inside each utterance. None for one utterance per row.
+    position_ids: torch.Tensor | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -104,8 +107,15 @@ class Batch:
         return int((self.labels[:, 1:] != IGNORE_INDEX).sum())
 
     def to(self, device: Any) -> "Batch":
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device),
-                     self.labels.to(device), self.seq_lens)
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return Batch(self.input_ids.to(device, non_blocking=True), move(self.attention_mask),
+                     self.labels.to(device, non_blocking=True), self.seq_lens, move(self.position_ids))
+
+    @property
+    def is_packed(self) -> bool:
+        return self.position_ids is not None
 
 
 def collate(sequences: Sequence[TokenSequence], pad_token_id: int) -> Batch:
@@ -186,6 +196,9 @@ class BatchStream:
                 "world_size": self.world_size, "batch_size": self.batch_size}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        if "max_seq_len" in state and not hasattr(self, "max_seq_len"):
+            raise ValueError(f"data position saved with packed rows of {state['max_seq_len']} tokens, "
+                             "resuming unpacked: the batch order would differ")
         for key in ("seed", "world_size", "batch_size"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"data position saved with {key}={state[key]}, resuming with "

@@ -42,15 +42,18 @@ class TextGain:
 
 @torch.no_grad()
 def _per_sequence_loss(model: Any, sequences: list, pad_id: int, batch_size: int) -> list[float]:
+    from workbench.devices import model_device
+
+    device = model_device(model)
     losses: list[float] = []
     for start in range(0, len(sequences), batch_size):
-        batch = collate(sequences[start:start + batch_size], pad_id)
+        batch = collate(sequences[start:start + batch_size], pad_id).to(device)
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
         targets = torch.nn.functional.pad(batch.labels[:, 1:], (0, 1), value=IGNORE_INDEX)
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
                                                 reduction="none")
         counts = (targets != IGNORE_INDEX).sum(dim=1).clamp(min=1)
-        losses += (nll.sum(dim=1) / counts).tolist()
+        losses += (nll.sum(dim=1) / counts).cpu().tolist()
     return losses
 
 

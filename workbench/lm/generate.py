@@ -1,4 +1,4 @@
-"""Speech-token generation: KV-cached sampling through `model.generate`, TTS and voice cloning.
+"""Speech-token generation: KV-cached sampling (a lean loop, or `model.generate`), TTS and voice cloning.
 
 Decoding follows Llasa's released inference: the prompt ends with ``<|SPEECH_GENERATION_START|>``
 (or, for voice cloning, with it followed by the prompt's speech tokens), sampling runs until
@@ -86,11 +86,39 @@ def _left_pad(prompts: Sequence[TokenSequence], pad_id: int) -> tuple[torch.Tens
     return ids, mask
 
 
+# Settings of a model's own generation_config that add logits processors the lean loop does not
+# apply; a model that sets any of them is sampled through `model.generate`.
+_GENERATE_ONLY = {"min_p": None, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "top_h": None,
+                  "no_repeat_ngram_size": 0, "bad_words_ids": None, "suppress_tokens": None,
+                  "begin_suppress_tokens": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
+                  "min_length": 0, "min_new_tokens": None, "sequence_bias": None, "renormalize_logits": False,
+                  "exponential_decay_length_penalty": None, "remove_invalid_values": False,
+                  "encoder_repetition_penalty": 1.0, "guidance_scale": None, "watermarking_config": None}
+
+
+def uses_fast_loop(model: Any, sampling: SamplingConfig) -> bool:
+    """Whether `generate_speech_tokens` samples with the lean loop (`workbench.lm.fast_generate`):
+    a Llama model, no repetition penalty, and no extra processor in the model's generation config."""
+    from workbench.lm.fast_generate import supports_fast_generation
+
+    if not supports_fast_generation(model) or sampling.repetition_penalty != 1.0:
+        return False
+    gen = getattr(model, "generation_config", None)
+    for name, neutral in _GENERATE_ONLY.items():
+        value = getattr(gen, name, neutral)
+        if value is not None and value != neutral:
+            return False
+    return True
+
+
 @torch.no_grad()
 def generate_speech_tokens(model: Any, layout: TokenLayout, prompts: Sequence[TokenSequence],
                            sampling: SamplingConfig = SamplingConfig(),
-                           pad_token_id: int | None = None) -> GeneratedSpeech:
-    """Sample speech tokens after each prompt (batched, KV-cached via `model.generate`)."""
+                           pad_token_id: int | None = None, *, fast: bool | None = None) -> GeneratedSpeech:
+    """Sample speech tokens after each prompt (batched, KV-cached). `fast` None (default): the
+    lean loop of `workbench.lm.fast_generate` where it applies (`uses_fast_loop`), else
+    `model.generate`; both give the same samples for a seed. True demands the loop, False
+    forces `model.generate`."""
     from transformers import LogitsProcessorList
 
     if not prompts:
@@ -122,8 +150,15 @@ def generate_speech_tokens(model: Any, layout: TokenLayout, prompts: Sequence[To
     else:
         kwargs.update(temperature=None, top_k=None, top_p=None)
     processors = LogitsProcessorList([_SpeechOnly(layout, model.config.vocab_size)]) if sampling.speech_only else None
-    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                         logits_processor=processors, **kwargs)
+    use_fast = uses_fast_loop(model, sampling) if fast is None else fast
+    if use_fast:
+        if not uses_fast_loop(model, sampling):
+            raise ValueError("fast=True: the lean sampling loop needs a Llama model without repetition penalty "
+                             "or extra generation-config processors; use fast=None")
+        out = _fast(model, ids, mask, sampling, max_new, end, pad, processors)
+    else:
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                             logits_processor=processors, **kwargs)
     new = out[:, ids.shape[1]:].cpu()
     codes, ended, n_new, prompt_lengths = [], [], [], []
     flops = 0.0
@@ -144,6 +179,34 @@ def generate_speech_tokens(model: Any, layout: TokenLayout, prompts: Sequence[To
         flops += generation_flops(model.config, prompt_len, n).with_embedding
     return GeneratedSpeech(codes=codes, ended=ended, n_new_tokens=n_new, prompt_lengths=prompt_lengths,
                            flops=flops)
+
+
+def _fast(model: Any, ids: torch.Tensor, mask: torch.Tensor, sampling: SamplingConfig, max_new: int,
+          end: int, pad: int, processors: Any) -> torch.Tensor:
+    """The lean loop with `model.generate`'s processors in its order (custom ones, then
+    temperature, top-k, top-p, as transformers appends them when sampling)."""
+    from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    from workbench.lm.fast_generate import fast_generate
+
+    device = next(model.parameters()).device
+    chain = list(processors or [])
+    for processor in chain:  # the mask moves to the model's device once, not at every token
+        if isinstance(processor, _SpeechOnly):
+            processor.blocked = processor.blocked.to(device)
+    greedy = sampling.temperature <= 0
+    if not greedy:
+        if sampling.temperature != 1.0:
+            chain.append(TemperatureLogitsWarper(sampling.temperature))
+        if sampling.top_k:
+            chain.append(TopKLogitsWarper(top_k=sampling.top_k, min_tokens_to_keep=1))
+        if sampling.top_p < 1.0:
+            chain.append(TopPLogitsWarper(top_p=sampling.top_p, min_tokens_to_keep=1))
+    on_gpu = device.type == "cuda"
+    return fast_generate(model, ids, mask, max_new_tokens=max_new, eos_token_id=end, pad_token_id=pad,
+                         do_sample=not greedy, processors=chain,
+                         num_return_sequences=sampling.num_return_sequences,
+                         check_every=8 if on_gpu else 1)  # each "all ended?" test syncs a GPU
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,6 +328,6 @@ def synthesize(model: Any, tokenizer: Any, layout: TokenLayout, text: str, *,
 
 
 __all__ = [
-    "Codec", "SamplingConfig", "GeneratedSpeech", "SynthesisResult", "generate_speech_tokens",
+    "Codec", "SamplingConfig", "GeneratedSpeech", "SynthesisResult", "generate_speech_tokens", "uses_fast_loop",
     "n_chunks_for", "split_text", "synthesize",
 ]

@@ -18,7 +18,9 @@ RNG states, data position, counters), written atomically every `checkpoint_every
 run id resumes from it and ends with the same weights and losses as an uninterrupted run.
 
 Data parallel: launch under ``torchrun --nproc_per_node N -m workbench.lm.train ...``; the loop uses
-torch DDP (gloo on CPU, NCCL on GPU). Rank 0 alone writes the run directory.
+torch DDP (gloo on CPU, NCCL on GPU), or FSDP2 with ``sharding="fsdp"`` (`workbench.lm.sharded`).
+Rank 0 alone writes the run directory. ``packing`` puts several utterances in each row
+(`workbench.lm.packing`); ``compile`` compiles the decoder layers (`workbench.lm.compile`).
 """
 
 from __future__ import annotations
@@ -57,7 +59,14 @@ class LMTrainConfig:
     init_from: str = ""  # local checkpoint to fine-tune (workbench or Llasa-style); "" = scratch
     max_seq_len: int = 2048
     too_long: Literal["drop", "truncate"] = "drop"
-    batch_size: int = 8  # sequences per micro-batch per process
+    batch_size: int = 8  # sequences (packed: rows of up to max_seq_len tokens) per micro-batch per process
+    packing: bool = False  # several utterances per row, attention kept inside each (lm.packing)
+    # Under torchrun: "ddp" replicates weights and AdamW state, "fsdp" shards them (lm.sharded)
+    sharding: Literal["ddp", "fsdp"] = "ddp"
+    # torch.compile each decoder layer (fused kernels; pays on GPU, see benchmarks/gpu_check.py;
+    # the first steps are slow while it compiles)
+    compile: bool = False
+    compile_backend: str = "inductor"  # "eager" only traces (a quick check that compile works)
     grad_accum: int = 1
     token_budget: int = 1_000_000  # stop after this many real tokens (all processes)
     max_steps: int = 0  # > 0: stop after this many optimizer steps instead of the token budget
@@ -228,13 +237,11 @@ def _barrier(dist_info: _Dist) -> None:
 
 
 def _resolve_device(config: LMTrainConfig, dist_info: _Dist) -> Any:
-    import torch
+    from workbench.devices import resolve_device
 
-    if config.device != "auto":
-        return torch.device(config.device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", dist_info.local_rank)
-    return torch.device("cpu")
+    # "cuda" without an index becomes this process's GPU (torch.cuda.set_device needs an index).
+    local_rank = dist_info.local_rank if dist_info.world_size > 1 or config.device == "auto" else None
+    return resolve_device(config.device, local_rank)
 
 
 def _autocast(device: Any, config: LMTrainConfig) -> Any:
@@ -266,28 +273,45 @@ def _sum_loss(model: Any, batch: Any, autocast: Any) -> Any:
 
     from workbench.lm.layout import IGNORE_INDEX
 
+    from workbench.lm.packing import model_inputs
+
+    inputs, labels = model_inputs(batch, model)  # packed rows: position ids, no padding mask
     with autocast:
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        logits = model(**inputs).logits
     # Shift the labels, not the logits: slicing logits[:, :-1] copies the largest tensor of the
     # step and its gradient (measured: 1-4 % of a cpu-1m step, benchmarks/lm_speed.py).
-    targets = F.pad(batch.labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
     if logits.dtype != torch.float32:
         logits = logits.float()
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                            ignore_index=IGNORE_INDEX, reduction="sum")
 
 
-def _evaluate(model: Any, batches: list, device: Any, config: LMTrainConfig, dist_info: _Dist) -> float:
+def _evaluate(model: Any, batches: list, device: Any, config: LMTrainConfig, dist_info: _Dist,
+              filler: Any = None) -> float:
     import torch
+
+    from workbench.lm.sharded import is_sharded
 
     was_training = model.training
     model.eval()
     totals = torch.zeros(2, dtype=torch.float64)
+    n_forward = len(batches)
+    if is_sharded(model) and dist_info.world_size > 1:
+        # Every forward of a sharded model is a collective: all ranks run as many as the busiest
+        # one, the extra ones on a batch (`filler` when this rank has none) whose loss is not counted.
+        import torch.distributed as dist
+
+        most = torch.tensor([len(batches)])
+        dist.all_reduce(most, op=dist.ReduceOp.MAX)
+        n_forward = int(most)
     with torch.no_grad():
-        for batch in batches:
-            batch = batch.to(device)
-            totals[0] += float(_sum_loss(model, batch, _autocast(device, config)))
-            totals[1] += batch.n_loss_tokens
+        for i in range(n_forward):
+            batch = (batches[i] if i < len(batches) else batches[0] if batches else filler).to(device)
+            piece = float(_sum_loss(model, batch, _autocast(device, config)))
+            if i < len(batches):
+                totals[0] += piece
+                totals[1] += batch.n_loss_tokens
     _all_reduce_sum(totals, dist_info)
     model.train(was_training)
     return float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
@@ -413,9 +437,10 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
 
     from workbench.checkpoints import FOLDER_CHECKSUMS, load_weights_only, write_folder_checksums
     from workbench.data.token_shards import read_token_shards
-    from workbench.lm.data import BatchStream, encode_utterances, eval_batches, split_utterances
+    from workbench.lm.data import BatchStream, collate, encode_utterances, eval_batches, split_utterances
     from workbench.lm.flops import count_params, training_flops
     from workbench.lm.model import build_model, load_lm, save_checkpoint
+    from workbench.lm.sharded import gradient_sync, to_float
 
     _barrier(dist_info)  # rank 0 has created the run directory
     codec, utterances = read_token_shards(shards_dir)
@@ -445,12 +470,38 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
                             pad_token_id=pad_id, max_position_embeddings=config.max_seq_len)
     model.to(device).train()
     counts = count_params(model.config)
+    attention = str(getattr(model.config, "_attn_implementation", "") or "sdpa")
+    if config.packing:
+        from workbench.lm.packing import prefer_varlen_attention
 
-    stream = BatchStream(train_set, config.batch_size, pad_id, seed=config.seed, rank=dist_info.rank,
-                         world_size=dist_info.world_size)
+        attention = prefer_varlen_attention(model, device)
+    if config.compile:  # before sharding: FSDP2 then wraps compiled layers (the supported order)
+        from workbench.lm.compile import compile_layers
+
+        compile_layers(model, backend=config.compile_backend)
+    sharded = config.sharding == "fsdp" and dist_info.world_size > 1
+    if sharded:
+        from workbench.lm.sharded import shard_model
+
+        use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+        shard_model(model, bf16=use_bf16)  # before the optimizer: it must hold the sharded parameters
+
+    if config.packing:
+        from workbench.lm.packing import PackedBatchStream
+
+        stream = PackedBatchStream(train_set, config.batch_size, pad_id, seed=config.seed, rank=dist_info.rank,
+                                   world_size=dist_info.world_size, max_seq_len=config.max_seq_len,
+                                   fixed_width=config.compile)
+        tokens_per_micro_batch = stream.mean_batch_tokens()
+    else:
+        stream = BatchStream(train_set, config.batch_size, pad_id, seed=config.seed, rank=dist_info.rank,
+                             world_size=dist_info.world_size)
+        tokens_per_micro_batch = (train_set.n_tokens / len(train_set)) * config.batch_size
     valid_batches = eval_batches(valid_set, config.batch_size, pad_id, config.eval_batches,
                                  dist_info.rank, dist_info.world_size) if len(valid_set) else []
-    tokens_per_step = (train_set.n_tokens / len(train_set)) * config.batch_size * config.grad_accum * dist_info.world_size
+    # a sharded rank without validation batches still joins every forward's collectives
+    eval_filler = collate(valid_set.sequences[:1], pad_id) if sharded and len(valid_set) else None
+    tokens_per_step = tokens_per_micro_batch * config.grad_accum * dist_info.world_size
     total_steps = config.max_steps if config.max_steps > 0 else math.ceil(config.token_budget / tokens_per_step)
 
     # Measured before any RNG state is restored: it draws random matrices.
@@ -467,7 +518,12 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
                              "last_valid_loss": float("nan")}
     if latest is not None:
         saved = load_weights_only(latest / TRAINER_STATE_FILE)
-        optimizer.load_state_dict(saved["optimizer"])
+        if sharded:
+            from workbench.lm.sharded import load_optimizer_state
+
+            load_optimizer_state(model, optimizer, saved["optimizer"])
+        else:
+            optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         stream.load_state_dict(saved["data"])
         _set_rng_state(saved["rng"])
@@ -475,20 +531,31 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
     wall_offset = state["wall_s"]
 
     ddp_model = model
-    if dist_info.world_size > 1:
+    if dist_info.world_size > 1 and not sharded:
         from torch.nn.parallel import DistributedDataParallel
 
         ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     if run is not None and state["step"] > 0:
         run.log(state["step"], event="resumed")  # readers drop records of later steps logged before it
+    from workbench.lm.sharded import estimate_memory
+
+    # Worst case per micro-batch: every row max_seq_len wide (always so when packed).
+    memory = estimate_memory(model.config, world_size=dist_info.world_size, sharding=config.sharding,
+                             tokens_per_micro_batch=config.batch_size * config.max_seq_len,
+                             bf16=config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda"))
+    if dist_info.is_main and (device.type == "cuda" or dist_info.world_size > 1):
+        import sys
+
+        print(memory.describe(), file=sys.stderr, flush=True)
     if run is not None and state["step"] == 0:
-        run.log(0, event="start", n_params=counts.n_params, n_params_non_embedding=counts.n_params_non_embedding,
+        run.log(0, event="start", memory_estimate_gb=memory.total / 1e9, n_params=counts.n_params, n_params_non_embedding=counts.n_params_non_embedding,
                 n_train_sequences=len(train_set), n_valid_sequences=len(valid_set),
                 n_dropped=train_set.n_dropped + valid_set.n_dropped,
                 n_truncated=train_set.n_truncated + valid_set.n_truncated,
                 total_steps_estimate=total_steps, tokens_per_step_estimate=tokens_per_step,
-                peak_flops_per_s=peak, world_size=dist_info.world_size, device=str(device))
+                peak_flops_per_s=peak, world_size=dist_info.world_size, device=str(device),
+                attention=attention, packing=config.packing, sharding=config.sharding, compile=config.compile)
 
     def done() -> bool:
         if config.max_steps > 0:
@@ -496,15 +563,16 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
         return state["tokens_seen"] >= config.token_budget
 
     def save(step: int) -> None:
+        to_save, optimizer_state = _savable(model, optimizer, sharded)
         trainer_state = {
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
             "data": stream.state_dict(), "rng": _rng_state(),
             "counters": {**state, "wall_s": wall_offset + time.perf_counter() - wall_start},
         }
         if dist_info.is_main:
             ckpt_root = run_dir / "checkpoints"
             name = f"step-{step:07d}"
-            save_checkpoint(ckpt_root / name, model, tokenizer, layout, codec=codec,
+            save_checkpoint(ckpt_root / name, to_save, tokenizer, layout, codec=codec,
                             extra={"preset": config.preset, "step": step, "run_id": run_id},
                             extra_files={TRAINER_STATE_FILE: lambda p: torch.save(trainer_state, p),
                                          FOLDER_CHECKSUMS: lambda p: write_folder_checksums(p.parent)})
@@ -532,8 +600,7 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
         for i, batch in enumerate(micro):
             batch = batch.to(device)
             sync = i == len(micro) - 1 or dist_info.world_size == 1
-            ctx = contextlib.nullcontext() if sync else ddp_model.no_sync()
-            with ctx:
+            with gradient_sync(ddp_model, sync):
                 piece = _sum_loss(ddp_model, batch, autocast)
                 # ×world_size undoes DDP's gradient averaging: the result is Σ losses / n_targets.
                 (piece * (dist_info.world_size / n_targets)).backward()
@@ -567,14 +634,14 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
             tokens_per_s = window_tokens / max(window_time, 1e-9)
             flops_per_s = float(totals[2]) / max(step_time, 1e-9)
             if run is not None:
-                run.log(step, train_loss=window_loss / window_steps, lr=lr, grad_norm=float(grad_norm),
+                run.log(step, train_loss=window_loss / window_steps, lr=lr, grad_norm=to_float(grad_norm),
                         tokens_seen=state["tokens_seen"], flops=state["flops"],
                         flops_non_embedding=state["flops_non_embedding"], tokens_per_s=tokens_per_s,
                         mfu=flops_per_s / dist_info.world_size / peak, epoch=stream.epoch)
             window_loss, window_steps, window_tokens, window_time = 0.0, 0, 0, 0.0
         # len(valid_set), not valid_batches: identical on every rank, so all join the all-reduce.
         if len(valid_set) and (step % config.eval_every == 0 or done()):
-            state["last_valid_loss"] = _evaluate(model, valid_batches, device, config, dist_info)
+            state["last_valid_loss"] = _evaluate(model, valid_batches, device, config, dist_info, eval_filler)
             if run is not None:
                 run.log(step, valid_loss=state["last_valid_loss"], tokens_seen=state["tokens_seen"],
                         flops=state["flops"], flops_non_embedding=state["flops_non_embedding"])
@@ -589,8 +656,9 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
 
     wall_s = wall_offset + time.perf_counter() - wall_start
     model_dir = run_dir / "model"
+    final_model = _savable(model, None, sharded)[0] if not stopped_early else None
     if dist_info.is_main and not stopped_early:
-        save_checkpoint(model_dir, model, tokenizer, layout, codec=codec,
+        save_checkpoint(model_dir, final_model, tokenizer, layout, codec=codec,
                         extra={"preset": config.preset, "step": state["step"], "run_id": run_id})
     _barrier(dist_info)
     result = LMTrainResult(
@@ -607,6 +675,17 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
     if stopped_early:
         raise _StopRequested(result)
     return result
+
+
+def _savable(model: Any, optimizer: Any, sharded: bool) -> tuple[Any, Any]:
+    """(a model `save_pretrained` can write, the optimizer's state dict). Sharded: the full
+    weights and optimizer state gathered to rank 0 (a collective; other ranks get None)."""
+    if not sharded:
+        return model, optimizer.state_dict() if optimizer is not None else None
+    from workbench.lm.sharded import full_state, plain_model
+
+    model_state, optimizer_state = full_state(model, optimizer)
+    return (plain_model(model, model_state) if model_state is not None else None), optimizer_state
 
 
 def main(argv: list[str] | None = None) -> None:
