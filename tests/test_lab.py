@@ -24,6 +24,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
+# Checked here, before any fixture: without a browser the smoke pipeline would run for nothing.
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: run `make setup`")
+if not CHROMIUM.exists():
+    pytest.skip(f"Chromium not found at {CHROMIUM}: run `make setup` (apt package chromium)", allow_module_level=True)
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 KERNEL = "workbench"
@@ -75,9 +79,6 @@ PLAYERS_JS = """el => ({text: el.textContent.replace(/\\s+/g, ' ').trim(),
 
 @pytest.fixture(scope="module")
 def browser():
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: run `make setup`")
-    if not CHROMIUM.exists():
-        pytest.skip(f"Chromium not found at {CHROMIUM}: run `make setup` (apt package chromium)")
     with playwright.sync_playwright() as p:
         instance = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield instance
@@ -198,7 +199,12 @@ class LiveNotebook:
     def run_all(self) -> list[dict]:
         self.page.get_by_role("menuitem", name="Run", exact=True).click()
         self.page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-        self.page.wait_for_function(DONE_JS, timeout=RUN_TIMEOUT_MS, polling=1000)
+        try:
+            self.page.wait_for_function(DONE_JS, timeout=RUN_TIMEOUT_MS, polling=1000)
+        except playwright.TimeoutError:
+            state = [(c["prompt"], c["source"].splitlines()[:1], [o["text"][-300:] for o in c["outputs"]][-1:])
+                     for c in self.cells()]
+            pytest.fail(f"Run All did not finish within {RUN_TIMEOUT_MS / 1000:.0f} s: {state}")
         return self.cells()
 
     def cells(self) -> list[dict]:
@@ -287,16 +293,20 @@ def _check_arm_picker(notebook: LiveNotebook) -> None:
 
 def test_jupyterlab_runs_20_and_30_live_on_the_workbench_kernel_with_answering_widgets_and_writes_nothing_under_notebooks(
         browser, smoke_pipeline_env, tmp_path):
-    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
-    if KERNEL not in KernelSpecManager().find_kernel_specs():
+    try:
+        kernel_title = KernelSpecManager().get_kernel_spec(KERNEL).display_name
+    except NoSuchKernel:
         pytest.fail(f"no Jupyter kernel named {KERNEL!r}: run `make setup` (scripts/bootstrap.sh installs it)")
     before, status_before = _notebooks_state(), _git_status()
     with jupyterlab(tmp_path, smoke_pipeline_env) as (base, token):
         notebook = LiveNotebook(browser, base, token, "20_lm_scaling.ipynb")
-        assert notebook.kernel_name() == "workbench (Python 3.11)"
+        assert notebook.kernel_name() == kernel_title  # the notebook's own kernelspec, no dialog
         notebook.add_cell('profile = "smoke"', after="first")
         notebook.add_cell(PLANTED_ALLOCATION_CELL, after="last")
+        sources = [c["source"] for c in notebook.cells()]
+        assert sources[1] == 'profile = "smoke"' and sources[-1] == PLANTED_ALLOCATION_CELL
         text = _all_cells_ran_cleanly(notebook.run_all())
         assert "tokens_dir = " in text and "(not set: taken from 10_codec run" in text
         assert "codec = " in text and "the newest finished on profile 'smoke'" in text
@@ -305,8 +315,9 @@ def test_jupyterlab_runs_20_and_30_live_on_the_workbench_kernel_with_answering_w
         notebook.page.close()
 
         notebook = LiveNotebook(browser, base, token, "30_search.ipynb")
-        assert notebook.kernel_name() == "workbench (Python 3.11)"
+        assert notebook.kernel_name() == kernel_title
         notebook.add_cell('profile = "smoke"', after="first")
+        assert notebook.cells()[1]["source"] == 'profile = "smoke"'
         text = _all_cells_ran_cleanly(notebook.run_all())
         for param, stage in (("lm_path", "20_lm_scaling"), ("codec_path", "10_codec"), ("corpus", "00_data")):
             assert f"{param} = " in text and f"(not set: taken from {stage} run" in text, param
