@@ -11,6 +11,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import socket
 import subprocess
 import sys
@@ -112,26 +113,44 @@ def _api(base: str, token: str, path: str, method: str = "GET"):
     return json.loads(body) if body else None
 
 
+def make_lab_command() -> tuple[dict[str, str], list[str]]:
+    """`make lab`'s own command line, read from a dry run: the settings it puts in the environment
+    and the options it gives `jupyter lab`, so that the test starts JupyterLab as a user does."""
+    dry_run = subprocess.run(["make", "--dry-run", "--no-print-directory", "lab", "LAB_ARGS="], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout
+    line = next(line for line in dry_run.replace("\\\n", " ").splitlines() if re.search(r"/jupyter lab\b", line))
+    words = shlex.split(line)
+    program = next(i for i, word in enumerate(words) if word.endswith("/jupyter"))
+    assert words[program + 1] == "lab" and all("=" in word for word in words[:program]), line
+    return dict(word.split("=", 1) for word in words[:program]), words[program + 2:]
+
+
+def test_make_lab_serves_the_repository_root_with_the_project_root_set():
+    env, options = make_lab_command()
+    assert env["WORKBENCH_ROOT"] == str(REPO)
+    assert f"--ServerApp.root_dir={REPO}" in options and "--FileContentsManager.preferred_dir=notebooks" in options
+    # a folder argument would replace the root (jupyter_server turns it into root_dir)
+    assert all(option.startswith("--") for option in options), options
+    assert ("--allow-root" in options) == (os.geteuid() == 0)
+
+
 @contextmanager
 def jupyterlab(folder: Path, env: dict[str, str]):
-    """JupyterLab with `make lab`'s options (repository root served, notebooks/ preferred,
-    WORKBENCH_ROOT set, --allow-root as root), headless on a free port with a token; checkpoints,
-    settings and workspaces in `folder`. Yields (base url, token)."""
+    """JupyterLab started with `make lab`'s command line, headless on a free port with a token,
+    its checkpoints, settings and workspaces in `folder`. Yields (base url, token)."""
     port, token = _free_port(), secrets.token_hex(16)
     settings = folder / "settings"
     for plugin, values in LAB_SETTINGS.items():
         path = settings / f"{plugin}.jupyterlab-settings"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))
-    command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={REPO}",
-               "--FileContentsManager.preferred_dir=notebooks",
+    make_env, make_options = make_lab_command()
+    command = [sys.executable, "-m", "jupyterlab", *make_options,  # this venv's jupyter, whatever its folder
                "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
                f"--IdentityProvider.token={token}", f"--LabApp.user_settings_dir={settings}",
                f"--LabApp.workspaces_dir={folder / 'workspaces'}",
                f"--FileCheckpoints.checkpoint_dir={folder / 'checkpoints'}"]
-    if os.geteuid() == 0:
-        command.append("--allow-root")
-    env = {**os.environ, **env, "WORKBENCH_ROOT": str(REPO),
+    env = {**os.environ, **env, **make_env,
            "JUPYTER_CONFIG_DIR": str(folder / "config"), "JUPYTER_RUNTIME_DIR": str(folder / "runtime")}
     log_path = folder / "lab.log"
     base = f"http://127.0.0.1:{port}"
