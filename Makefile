@@ -23,11 +23,13 @@ test-fast: setup
 
 # JupyterLab from the repository root, on the project's kernel, with the data mirror and the
 # project root set (so data/ and runs/ are the pipeline's, whatever folder a notebook runs in).
-# Root (as on these machines) needs --allow-root. Extra options: make lab LAB_ARGS="--no-browser --port 8899"
+# The file browser starts in notebooks/ (a folder given as an argument would become the root
+# instead). Root (as on these machines) needs --allow-root. Extra options: make lab LAB_ARGS="--no-browser --port 8899"
 LAB_ARGS ?=
 lab: setup
 	WORKBENCH_ROOT=$(CURDIR) $(VENV)/bin/jupyter lab --ServerApp.root_dir=$(CURDIR) \
-		$(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS) $(CURDIR)/notebooks
+		--FileContentsManager.preferred_dir=notebooks \
+		$(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
 
 report: setup
 	$(VENV)/bin/workbench report

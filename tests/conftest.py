@@ -30,6 +30,10 @@ def workdirs(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
+def _pipeline_env(root: Path) -> dict[str, str]:
+    return {"WORKBENCH_RUNS": str(root / "runs"), "WORKBENCH_DATA_DIR": str(root / "data")}
+
+
 @pytest.fixture(scope="session")
 def smoke_pipeline(tmp_path_factory, mirror):
     """The whole `make demo` pipeline on the smoke profile, run twice (the second must reuse every
@@ -38,8 +42,7 @@ def smoke_pipeline(tmp_path_factory, mirror):
 
     root = tmp_path_factory.mktemp("pipeline")
     saved = {k: os.environ.get(k) for k in ("WORKBENCH_RUNS", "WORKBENCH_DATA_DIR")}
-    os.environ["WORKBENCH_RUNS"] = str(root / "runs")
-    os.environ["WORKBENCH_DATA_DIR"] = str(root / "data")
+    os.environ.update(_pipeline_env(root))
     try:
         first = run_pipeline("smoke", reports_dir=root / "reports")
         second = run_pipeline("smoke", reports_dir=root / "reports")
@@ -50,6 +53,14 @@ def smoke_pipeline(tmp_path_factory, mirror):
             else:
                 os.environ[key] = value
     return first, second, root / "reports"
+
+
+@pytest.fixture(scope="session")
+def smoke_pipeline_env(smoke_pipeline) -> dict[str, str]:
+    """The folder settings the smoke pipeline ran under (set only while it ran), for a process that
+    must find its runs, such as a live JupyterLab."""
+    _, _, reports = smoke_pipeline
+    return _pipeline_env(reports.parent)
 
 
 def _with_one_torch_thread():

@@ -32,6 +32,23 @@ def search_codec_path(config: AblationConfig, lm: Any = None) -> str:
     return str(recorded)
 
 
+def _load_lm_quietly(path: str | Path):
+    """`load_lm` without transformers' "Loading weights" bar: in a live notebook it is a stray
+    widget above the search's own progress bar, and it says nothing (the previous bar setting is
+    restored, so other callers keep theirs)."""
+    from transformers.utils import logging as hf_logging
+
+    from workbench.lm.model import load_lm
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return load_lm(path)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def run_ablation(config: AblationConfig, *, run_id: str | None = None, root: str | Path | None = None,
                  progress: bool = True, lm: Any = None, codec: Any = None) -> AblationResult:
     """Run (or resume, with the same `run_id`) the ablation; see the module docstring.
@@ -42,7 +59,6 @@ def run_ablation(config: AblationConfig, *, run_id: str | None = None, root: str
     from workbench.audio import load_audio, save_audio
     from workbench.codec.interface import load_codec
     from workbench.lm.generate import SamplingConfig
-    from workbench.lm.model import load_lm
     from workbench.runs import start_run
     from workbench.search import SearchOptions, VoicePrompt, get
     from workbench.search.preferences import candidate_record
@@ -53,7 +69,7 @@ def run_ablation(config: AblationConfig, *, run_id: str | None = None, root: str
     if lm is None:
         if not config.lm_path:
             raise ValueError("AblationConfig.lm_path is empty: give the LM checkpoint folder to search with")
-        lm = load_lm(config.lm_path)
+        lm = _load_lm_quietly(config.lm_path)
     if codec is None:
         codec = load_codec(search_codec_path(config, lm))
     if codec.codebook_size != lm.layout.codebook_size:
