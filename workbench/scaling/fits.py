@@ -136,8 +136,9 @@ def _percentile_intervals(
     samples: np.ndarray, names: Sequence[str], level: float
 ) -> dict[str, tuple[float, float]]:
     lo_q, hi_q = 50.0 * (1.0 - level), 50.0 * (1.0 + level)
-    lo = np.percentile(samples, lo_q, axis=0)
-    hi = np.percentile(samples, hi_q, axis=0)
+    with np.errstate(invalid="ignore"):  # an infinite coefficient (runaway fit) gives a NaN bound, flagged later
+        lo = np.percentile(samples, lo_q, axis=0)
+        hi = np.percentile(samples, hi_q, axis=0)
     return {n: (float(lo[i]), float(hi[i])) for i, n in enumerate(names)}
 
 
@@ -497,7 +498,8 @@ def _grid_objectives(
 
 def _chinchilla_params(theta: np.ndarray) -> tuple[float, float, float, float, float]:
     a, b, e, alpha, beta = (float(v) for v in theta)
-    return float(np.exp(e)), float(np.exp(a)), float(np.exp(b)), alpha, beta
+    with np.errstate(over="ignore"):  # a runaway exponent drives its coefficient to inf: reported, not warned
+        return float(np.exp(e)), float(np.exp(a)), float(np.exp(b)), alpha, beta
 
 
 @_blas_single_thread
