@@ -4,15 +4,16 @@ Per step: a batch of random crops -> reconstruction -> multi-scale mel L1 (x15),
 multi-resolution STFT loss and the FSQ codebook-entropy regulariser when their weights are set;
 once ``step >= disc_warmup_steps`` (and ``use_gan``), a discriminator step (MPD + MRSD, LSGAN)
 and the generator's adversarial and feature-matching terms; with a semantic teacher, the
-semantic reconstruction MSE (x5). AdamW (0.8, 0.9) with linear warm-up and cosine decay (by
-steps, or by the wall clock with ``schedule_on_wall_time``) for both nets.
+semantic reconstruction MSE (x5). AdamW (0.8, 0.9) with linear warm-up and cosine decay by
+steps for both nets; training stops at ``max_steps``. Nothing depends on the wall clock, which is
+measured and reported only: the same config and data give the same codec (bit-identical on one
+thread, see tests/test_codec_train.py).
 
 Checkpoints (``checkpoint.pt`` in the run directory, written atomically every
 ``checkpoint_every`` steps and at the end) hold the model, discriminators, both optimisers and
 schedulers, every RNG state and the sampler's data position, so that calling `train_codec` again
 with the same ``run_id`` continues exactly where the last checkpoint left off: the resumed run
-ends with the same weights as an uninterrupted one (except under ``schedule_on_wall_time``,
-where the learning rate follows the measured wall time, which no two runs share). ``codec.pt``
+ends with the same weights as an uninterrupted one. ``codec.pt``
 (config + model weights) is the inference artifact that `workbench.codec.load_codec` reads.
 
 Fine-tuning: with ``config.init_from`` (a local X-codec2 folder or hub id) the model is that
@@ -56,8 +57,9 @@ class CodecTrainResult:
     run_dir: Path
     codec_path: Path  # what load_codec reads: codec.pt, or the run dir itself for a fine-tuned X-codec2
     steps: int  # optimisation steps done in total (across resumes)
-    completed: bool  # reached max_steps (False: stopped by the wall-time cap or stop_after_steps)
-    train_wall_s: float  # training wall time in total (across resumes), excluding data loading
+    completed: bool  # reached max_steps (False: stopped by stop_after_steps)
+    train_wall_s: float  # training wall time in total (across resumes), excluding data loading;
+    # measured and reported, never used to schedule or stop
     resumed_from_step: int  # 0 for a fresh run
     final_train_mel_loss: float
     valid_mel_distance: float
@@ -72,20 +74,14 @@ class ValidEval:
     n_frames: int
 
 
-def lr_lambda(warmup_steps: int, max_steps: int, min_ratio: float, wall_fraction=None):
-    """Linear warm-up to 1, then cosine to `min_ratio` at `max_steps`.
-
-    With `wall_fraction` (a callable giving the fraction of the wall-time cap spent so far), the
-    cosine's progress is the larger of the step fraction and the wall fraction, so the decay
-    completes when the cap stops the run whatever the (noisy, shared-CPU) step rate was."""
+def lr_lambda(warmup_steps: int, max_steps: int, min_ratio: float):
+    """Linear warm-up to 1, then cosine to `min_ratio` at `max_steps` (a function of the step
+    alone, so the schedule is part of the config, not of the machine's speed)."""
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(max_steps - warmup_steps, 1)
-        if wall_fraction is not None:
-            progress = max(progress, wall_fraction())
-        progress = min(progress, 1.0)
+        progress = min((step - warmup_steps) / max(max_steps - warmup_steps, 1), 1.0)
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
@@ -185,12 +181,7 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
         stft_loss = MultiResolutionSTFTLoss(config.stft_n_ffts) if config.stft_loss_weight else None
         opt_g = torch.optim.AdamW(trainable, lr=config.learning_rate, betas=config.adam_betas,
                                   weight_decay=config.weight_decay)
-        clock = {"train_wall_s": 0.0}  # read by the wall-time schedule; updated every step
-        wall_fraction = None
-        if config.schedule_on_wall_time and config.max_train_wall_s:
-            def wall_fraction() -> float:
-                return clock["train_wall_s"] / config.max_train_wall_s
-        schedule = lr_lambda(config.warmup_steps, config.max_steps, config.min_lr_ratio, wall_fraction)
+        schedule = lr_lambda(config.warmup_steps, config.max_steps, config.min_lr_ratio)
         sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, schedule)
         opt_d = sched_d = None
         if discriminators is not None:
@@ -214,7 +205,6 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
             sampler.load_state_dict(state["sampler"])
             _set_rng_state(state["rng"])
             step, train_wall_s = int(state["step"]), float(state["train_wall_s"])
-        clock["train_wall_s"] = train_wall_s
         resumed_from = step
 
         def save_checkpoint() -> None:
@@ -239,9 +229,6 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
         window_start, window_steps = time.perf_counter(), 0
         while step < config.max_steps:
             if stop_after_steps is not None and step >= stop_after_steps:
-                stopped = True
-                break
-            if config.max_train_wall_s is not None and train_wall_s >= config.max_train_wall_s:
                 stopped = True
                 break
             tick = time.perf_counter()
@@ -292,7 +279,6 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
             step += 1
             window_steps += 1
             train_wall_s += time.perf_counter() - tick
-            clock["train_wall_s"] = train_wall_s
             last_mel = metrics["mel_loss"]
             bar.update(1)
             bar.set_postfix(mel=f"{last_mel:.3f}")
