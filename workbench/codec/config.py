@@ -99,6 +99,17 @@ class CodecConfig:
     mel_n_mels: tuple[int, ...] = (5, 10, 20, 40, 80, 160, 320)
     stft_loss_weight: float = 0.0  # multi-resolution linear STFT loss (Parallel WaveGAN); 0 = off
     stft_n_ffts: tuple[int, ...] = (512, 1024, 2048)
+    # phase-aware loss on compressed complex spectra (losses.MultiResolutionComplexSTFTLoss); 0 = off
+    complex_stft_loss_weight: float = 0.0
+    complex_stft_n_ffts: tuple[int, ...] = (256, 512, 1024)
+    complex_stft_compression: float = 0.3  # magnitude exponent c of |X|^c e^{i phase}
+    # --- supervised semantic objective (codec.semantic_head): CTC on the quantised latents -----
+    # against the transcript's characters; training only (the head is not part of codec.pt)
+    ctc_weight: float = 0.0  # 0 = off: no head, no extra batch, training exactly as without it
+    ctc_hidden_dim: int = 256
+    ctc_kernel_size: int = 5
+    ctc_batch_size: int = 4  # whole transcribed utterances per step, encoded beside the crops
+    ctc_max_s: float = 6.0  # longer utterances are not used for CTC
     code_entropy_weight: float = 0.0  # FSQ codebook-entropy regulariser (see losses); 0 = off
     code_entropy_temperature: float = 0.3  # of the soft code assignment, in (level units)^2
     use_gan: bool = True
@@ -188,6 +199,14 @@ class CodecConfig:
         if self.init_from and self.semantic_model_path:
             raise ConfigError("init_from and semantic_model_path: an X-codec2 checkpoint brings its own "
                               "semantic encoder; leave semantic_model_path unset when fine-tuning")
+        if self.ctc_weight < 0 or self.complex_stft_loss_weight < 0:
+            raise ConfigError(f"ctc_weight {self.ctc_weight} and complex_stft_loss_weight "
+                              f"{self.complex_stft_loss_weight} must be >= 0")
+        if self.ctc_weight and self.init_from:
+            raise ConfigError(f"ctc_weight {self.ctc_weight} with init_from {self.init_from!r}: the CTC head "
+                              "reads a workbench codec's quantised latents; fine-tuning X-codec2 does not support it")
+        if self.ctc_weight and (self.ctc_batch_size < 1 or self.ctc_max_s <= 0):
+            raise ConfigError(f"ctc_batch_size {self.ctc_batch_size} and ctc_max_s {self.ctc_max_s} must be positive")
         if self.segment_s * self.sample_rate < 2 * self.hop_length:
             raise ConfigError(f"segment_s {self.segment_s} is shorter than two frames")
 

@@ -1,7 +1,9 @@
 """Codec training: one explicit, resumable loop (no Trainer).
 
 Per step: a batch of random crops -> reconstruction -> multi-scale mel L1 (x15), plus the
-multi-resolution STFT loss and the FSQ codebook-entropy regulariser when their weights are set;
+multi-resolution STFT loss, the phase-aware complex STFT loss, the FSQ codebook-entropy
+regulariser and the CTC objective on a batch of whole transcribed utterances
+(`workbench.codec.semantic_head`) when their weights are set;
 once ``step >= disc_warmup_steps`` (and ``use_gan``), a discriminator step (MPD + MRSD, LSGAN)
 and the generator's adversarial and feature-matching terms; with a semantic teacher, the
 semantic reconstruction MSE (x5). AdamW (0.8, 0.9) with linear warm-up and cosine decay by
@@ -41,10 +43,11 @@ from workbench.codec.config import CodecConfig
 from workbench.codec.data import CropSampler, corpus_utterances, load_corpus_audio
 from workbench.codec.discriminators import CodecDiscriminators
 from workbench.codec.losses import (
-    MultiResolutionSTFTLoss, MultiScaleMelLoss, codebook_entropy_loss, discriminator_loss,
-    feature_matching_loss, generator_adversarial_loss, semantic_loss,
+    MultiResolutionComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, codebook_entropy_loss,
+    discriminator_loss, feature_matching_loss, generator_adversarial_loss, semantic_loss,
 )
 from workbench.codec.model import CodecModel, build_model, count_parameters
+from workbench.codec.semantic_head import CTCHead, TranscribedSampler, character_vocab, ctc_loss
 from workbench.config import to_dict
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -108,6 +111,19 @@ def _load_model_state(model, state: dict) -> None:
         model.load_checkpoint_state_dict(state)
     else:
         model.load_state_dict(state)
+
+
+def _build_ctc(config: CodecConfig, model: CodecModel, train_audio) -> tuple[CTCHead, TranscribedSampler]:
+    """The training-only CTC head and its sampler of whole transcribed train utterances. Built
+    under their own seed, so that the codec's initial weights and crops are the same with and
+    without the objective (the ablation compares like with like)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed + 1)
+        head = CTCHead(config.latent_dim, config.ctc_hidden_dim, len(character_vocab()), config.ctc_kernel_size)
+    sampler = TranscribedSampler(train_audio.wavs, [u.text for u in train_audio.utterances], model.hop_length,
+                                 int(config.ctc_max_s * train_audio.sample_rate), config.ctc_batch_size,
+                                 config.seed + 1)
+    return head, sampler
 
 
 def save_codec(path: str | Path, model: CodecModel, step: int) -> Path:
@@ -179,7 +195,13 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
                           if config.use_gan else None)
         mel_loss = MultiScaleMelLoss(sample_rate, config.mel_n_ffts, config.mel_n_mels)
         stft_loss = MultiResolutionSTFTLoss(config.stft_n_ffts) if config.stft_loss_weight else None
-        opt_g = torch.optim.AdamW(trainable, lr=config.learning_rate, betas=config.adam_betas,
+        complex_loss = (MultiResolutionComplexSTFTLoss(config.complex_stft_n_ffts, config.complex_stft_compression)
+                        if config.complex_stft_loss_weight else None)
+        ctc_head, ctc_sampler = _build_ctc(config, model, train_audio) if config.ctc_weight else (None, None)
+        # the CTC head trains with the generator (same optimiser, schedule and clipping); with
+        # ctc_weight 0 nothing here changes, so the run is the one without the objective
+        generator_params = trainable + (list(ctc_head.parameters()) if ctc_head is not None else [])
+        opt_g = torch.optim.AdamW(generator_params, lr=config.learning_rate, betas=config.adam_betas,
                                   weight_decay=config.weight_decay)
         schedule = lr_lambda(config.warmup_steps, config.max_steps, config.min_lr_ratio)
         sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, schedule)
@@ -203,6 +225,9 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
                 opt_d.load_state_dict(state["opt_d"])
                 sched_d.load_state_dict(state["sched_d"])
             sampler.load_state_dict(state["sampler"])
+            if ctc_head is not None:
+                ctc_head.load_state_dict(state["ctc_head"])
+                ctc_sampler.load_state_dict(state["ctc_sampler"])
             _set_rng_state(state["rng"])
             step, train_wall_s = int(state["step"]), float(state["train_wall_s"])
         resumed_from = step
@@ -215,6 +240,8 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
                 "opt_d": opt_d.state_dict() if opt_d is not None else None,
                 "sched_d": sched_d.state_dict() if sched_d is not None else None,
                 "sampler": sampler.state_dict(), "rng": _rng_state(),
+                **({"ctc_head": ctc_head.state_dict(), "ctc_sampler": ctc_sampler.state_dict()}
+                   if ctc_head is not None else {}),
             }, checkpoint_path)
 
         n_params = count_parameters(model)
@@ -242,6 +269,15 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
                 stft = stft_loss(fake, real)
                 loss_g = loss_g + config.stft_loss_weight * stft
                 metrics["stft_loss"] = stft.item()
+            if complex_loss is not None:
+                phase = complex_loss(fake, real)
+                loss_g = loss_g + config.complex_stft_loss_weight * phase
+                metrics["complex_stft_loss"] = phase.item()
+            if ctc_head is not None:
+                transcribed = ctc_sampler.next_batch()
+                ctc = ctc_loss(ctc_head(model.encode(transcribed.audio).latents), transcribed)
+                loss_g = loss_g + config.ctc_weight * ctc
+                metrics["ctc_loss"] = ctc.item()
             if config.code_entropy_weight:
                 entropy = codebook_entropy_loss(out.fsq_values, fsq_levels,
                                                 config.code_entropy_temperature)
@@ -273,7 +309,7 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
 
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(generator_params, config.grad_clip_norm)
             opt_g.step()
             sched_g.step()
             step += 1
