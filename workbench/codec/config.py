@@ -42,13 +42,14 @@ Profiles (see `workbench.config.for_profile`):
   * Levers, off by default (ablation ``python -m workbench.codec.study --profile cpu --steps
     500``, every variant 500 steps from the same initial weights and crops, evaluated on the 47
     held-out Kathleen utterances and the 40 VCTK ones; wall time on the shared, heavily loaded
-    2 cores, load average 6-9, only indicative)::
+    2 cores, load average 6-9, and the wall-clock column only indicative)::
 
       variant       STOI   PESQ-WB  PESQ-NB  mel    SI-SDR  usage  perplexity  WER    SIM    VCTK STOI  s/step
       baseline      0.640  1.064    1.269    0.817  -34.5   0.974  488         0.974  0.581  0.558      1.70
       +ctc          0.647  1.070    1.295    0.849  -37.6   0.974  417         0.976  0.572  0.557      2.00
       +phase        0.641  1.066    1.283    0.837  -30.0   0.918  350         0.970  0.579  0.557      1.85
       +ctc +phase   0.648  1.073    1.310    0.826  -34.5   0.963  430         0.973  0.583  0.553      2.58
+      +gan late     0.638  1.066    1.269    0.817  -36.2   0.974  492         0.970  0.589  0.552      3.65
 
     (WER: pocketsphinx on the resynthesis, 0.303 on the originals.) ``ctc_weight=1`` (batch of
     2 whole utterances <= 4 s): after 500 steps its CTC loss is still 2.6-2.9 nats per
@@ -56,7 +57,9 @@ Profiles (see `workbench.config.for_profile`):
     and the codes carry no more words than the baseline's (WER 0.976 vs 0.974); it costs ~1.7x
     per step (benchmarks/codec_speed.py). ``complex_stft_loss_weight=10`` moves the output
     toward the original's phase (SI-SDR -30.0 vs -34.5 dB) but not PESQ (1.066 vs 1.064), with
-    fewer codes in use (perplexity 350 vs 488), at 1.2-1.6x per step. No lever beat the
+    fewer codes in use (perplexity 350 vs 488), at 1.2-1.6x per step. The GAN for the last 100
+    steps (``use_gan``, ``disc_warmup_steps=400``) changed nothing measurable in so few
+    adversarial steps, at 5-6x per GAN step. No lever beat the
     baseline by more than the noise of 47 utterances at 500 steps, so this profile keeps the
     baseline; the CTC objective needs a longer run to be judged (its loss had not broken away
     from the letter-frequency plateau).
