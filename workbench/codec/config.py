@@ -61,7 +61,9 @@ Profiles (see `workbench.config.for_profile`):
     steps (``use_gan``, ``disc_warmup_steps=400``) changed nothing measurable in so few
     adversarial steps, at 5-6x per GAN step. No lever moved STOI, PESQ or WER by more than
     0.01 at 500 steps, so this profile keeps the baseline; the CTC objective needs a longer run to be judged (its loss had not broken away
-    from the letter-frequency plateau).
+    from the letter-frequency plateau; a probe at ``ctc_weight=5`` on this profile's 2,500-step
+    schedule was still at 2.74-2.93 nats per character at steps 280-400, at ~1.7 steps/s on a
+    then lightly loaded machine).
 
   Results of the first cpu run (``runs/codec/cpu-kathleen``: (8,5,5,5), no regulariser, lr 1e-3,
   1,182 steps in 14 min): Kathleen test STOI 0.67, PESQ-WB 1.08, usage 0.21 (perplexity 34 of
