@@ -9,10 +9,13 @@ Baselines:
   conv stack with the same strides and widths (no residual units, no Snake);
 - decode: torch.istft alone at the codec's n_fft / hop for the same number of frames (the cost
   floor of any inverse-STFT head);
-- training: the same step with the GAN on (discriminator step + adversarial terms), and a
+- training: the same step with the GAN on (discriminator step + adversarial terms), with the
+  phase-aware complex STFT loss, with the CTC objective (a batch of whole transcribed
+  utterances through the encoder and the CTC head; the ablation's "+ctc" settings), and a
   plain conv-stack forward+backward on the same batch.
 RTF = processing seconds / audio seconds (lower is faster; < 0.05 is 20x faster than real time).
-Wall times on shared cores are noisy: each number is the median of `--repeats` runs.
+Wall times on shared cores are noisy: each number is the median of `--repeats` runs; the
+encode+decode RTF is also given in CPU time, which the machine's other load does not inflate.
 """
 
 from __future__ import annotations
@@ -35,6 +38,19 @@ def median_time(fn, repeats: int) -> float:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def median_cpu_time(fn, repeats: int) -> float:
+    """Median CPU seconds of this process (all its threads) per call: on a shared, oversubscribed
+    machine the wall time also counts the time other processes held the cores, the CPU time
+    does not (with one thread it is the wall time of an idle core)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
     return statistics.median(times)
 
 
@@ -113,6 +129,13 @@ def main() -> None:
     row("decode (codec)", t_dec, "torch.istft alone (same n_fft/hop)", t_istft)
     total = (t_enc + t_dec) / audio_s
     print(f"encode+decode RTF {total:.4f} ({1 / total:.0f}x faster than real time; target > 20x)")
+    with torch.no_grad():
+        cpu_total = (median_cpu_time(lambda: model.encode(x), args.repeats)
+                     + median_cpu_time(lambda: model.decode(codes), args.repeats)) / audio_s
+        cpu_mel = median_cpu_time(lambda: mel(wav), args.repeats) / audio_s
+    print(f"encode+decode CPU-time RTF {cpu_total:.4f} (wall / CPU {total / cpu_total:.1f}: how much of the "
+          f"wall time the machine's other load took) | MelSpectrogram CPU-time RTF {cpu_mel:.4f} "
+          f"| ratio {cpu_total / cpu_mel:.1f}x")
 
     print("\n-- training (batch %d x %.1f s crops)" % (config.batch_size, config.segment_s))
     model.train()
@@ -155,11 +178,51 @@ def main() -> None:
     t_mel_step = median_time(step_mel, repeats)
     t_gan_step = median_time(step_gan, repeats)
     t_conv_step = median_time(step_conv, repeats)
+
+    from workbench.codec.data import corpus_utterances, load_corpus_audio
+    from workbench.codec.losses import MultiResolutionComplexSTFTLoss
+    from workbench.codec.semantic_head import CTCHead, TranscribedSampler, character_vocab, ctc_loss
+    from workbench.codec.study import ABLATION_VARIANTS
+
+    ctc_settings = ABLATION_VARIANTS["+ctc"]
+    phase_weight = ABLATION_VARIANTS["+phase"]["complex_stft_loss_weight"]
+    phase_loss = MultiResolutionComplexSTFTLoss(config.complex_stft_n_ffts, config.complex_stft_compression)
+    utterances = corpus_utterances(KATHLEEN, "train")[:64]
+    transcribed = load_corpus_audio(utterances, config.sample_rate)
+    ctc_sampler = TranscribedSampler(transcribed.wavs, [u.text for u in utterances], config.hop_length,
+                                     int(ctc_settings["ctc_max_s"] * config.sample_rate),
+                                     ctc_settings["ctc_batch_size"], seed=0)
+    ctc_head = CTCHead(config.latent_dim, config.ctc_hidden_dim, len(character_vocab()), config.ctc_kernel_size)
+    opt_h = torch.optim.AdamW(list(model.parameters()) + list(ctc_head.parameters()), lr=1e-4)
+
+    def step_phase() -> None:
+        fake = model(batch).audio
+        loss = config.mel_loss_weight * mel_loss(fake, batch) + phase_weight * phase_loss(fake, batch)
+        opt_g.zero_grad()
+        loss.backward()
+        opt_g.step()
+
+    def step_ctc() -> None:
+        loss = config.mel_loss_weight * mel_loss(model(batch).audio, batch)
+        utterance_batch = ctc_sampler.next_batch()
+        loss = loss + ctc_settings["ctc_weight"] * ctc_loss(ctc_head(model.encode(utterance_batch.audio).latents),
+                                                            utterance_batch)
+        opt_h.zero_grad()
+        loss.backward()
+        opt_h.step()
+
+    t_phase_step = median_time(step_phase, repeats)
+    t_ctc_step = median_time(step_ctc, repeats)
     print(f"{'step, mel loss only':<28} {1 / t_mel_step:6.2f} steps/s | {'step with GAN (MPD+MRSD)':<26} "
           f"{1 / t_gan_step:6.2f} steps/s | GAN step costs {t_gan_step / t_mel_step:.2f}x")
     print(f"{'step, mel loss only':<28} {1 / t_mel_step:6.2f} steps/s | {'plain conv stack fwd+bwd':<26} "
           f"{1 / t_conv_step:6.2f} steps/s | ratio {t_mel_step / t_conv_step:.1f}x")
-    print(f"15 min of training = about {900 / t_mel_step:.0f} mel-only steps or {900 / t_gan_step:.0f} GAN steps")
+    print(f"{'step, mel loss only':<28} {1 / t_mel_step:6.2f} steps/s | {'step + complex STFT loss':<26} "
+          f"{1 / t_phase_step:6.2f} steps/s | phase loss costs {t_phase_step / t_mel_step:.2f}x")
+    print(f"{'step, mel loss only':<28} {1 / t_mel_step:6.2f} steps/s | {'step + CTC objective':<26} "
+          f"{1 / t_ctc_step:6.2f} steps/s | CTC objective costs {t_ctc_step / t_mel_step:.2f}x")
+    print(f"the profile's {config.max_steps} steps = about {config.max_steps * t_mel_step / 60:.0f} min mel-only, "
+          f"{config.max_steps * t_ctc_step / 60:.0f} min with CTC (at this machine's current speed)")
 
 
 if __name__ == "__main__":

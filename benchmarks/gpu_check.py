@@ -241,7 +241,7 @@ def bench_codec(mode: Mode, root: Path, report: Report) -> None:
     while batch >= 1:
         config = for_profile(CodecConfig, mode.codec_profile, batch_size=batch, max_steps=mode.codec_steps,
                              log_every=max(1, mode.codec_steps // 2), eval_every=10**9,
-                             checkpoint_every=10**9, max_train_wall_s=None, n_eval_utterances=1,
+                             checkpoint_every=10**9, n_eval_utterances=1,
                              num_threads=1 if mode.name != "gpu" else None)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -195,3 +195,36 @@ def test_multi_resolution_stft_loss_orders_distortions():
     assert 0 < slightly < badly
     # spectral convergence alone of silence against the tone is 1 per resolution
     assert loss(torch.zeros_like(clean), clean).item() > 1.0
+
+
+def test_complex_stft_loss_is_zero_for_identical_signals_and_grows_with_a_planted_phase_shift():
+    """Every partial of a harmonic tone shifted in phase by phi: the magnitudes (and so the mel
+    loss) stay the same, the complex loss grows with phi up to phi = pi."""
+    from workbench.codec.losses import MultiResolutionComplexSTFTLoss, MultiScaleMelLoss
+
+    loss = MultiResolutionComplexSTFTLoss((256, 512))
+    mel = MultiScaleMelLoss(16000, (256, 512), (20, 40))
+    t = torch.arange(8000) / 16000
+
+    def tone(phi: float) -> torch.Tensor:
+        return sum(0.1 * torch.sin(2 * math.pi * f * t + phi) for f in (220, 440, 660, 880)).view(1, 1, -1)
+
+    clean = tone(0.0)
+    assert loss(clean, clean).item() == 0.0
+    shifted = [loss(tone(phi), clean).item() for phi in (0.1, 0.5, 1.5, math.pi)]
+    assert all(a < b for a, b in zip(shifted, shifted[1:])) and shifted[0] > 0
+    # the magnitude-only mel loss barely sees even the largest shift (edge frames aside)
+    assert mel(tone(math.pi), clean).item() < 0.05 * shifted[-1]
+    # and a gradient reaches the prediction
+    pred = tone(0.5).requires_grad_(True)
+    loss(pred, clean).backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
+def test_complex_stft_loss_rejects_bad_settings():
+    from workbench.codec.losses import MultiResolutionComplexSTFTLoss
+
+    with pytest.raises(ValueError, match="compression"):
+        MultiResolutionComplexSTFTLoss((256,), compression=0.0)
+    with pytest.raises(ValueError, match="n_fft"):
+        MultiResolutionComplexSTFTLoss(())

@@ -156,7 +156,7 @@ def _workbench_file(path: Path) -> Path | None:
 
 
 def _load_workbench(path_or_id: str, device: str) -> WorkbenchCodec:
-    from workbench.codec.config import CodecConfig
+    from workbench.codec.config import CodecConfig, current_fields
     from workbench.codec.model import build_model
     from workbench.config import from_params
 
@@ -168,7 +168,7 @@ def _load_workbench(path_or_id: str, device: str) -> WorkbenchCodec:
     state = load_weights_only(file)  # refuses a file that holds more than weights
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise ValueError(f"{file}: not a workbench codec checkpoint (keys {sorted(state) if isinstance(state, dict) else type(state).__name__})")
-    config = from_params(CodecConfig, state["config"])
+    config = from_params(CodecConfig, current_fields(state["config"]))
     if config.init_from:
         raise ValueError(f"{file}: a fine-tuning checkpoint of the X-codec2 {config.init_from!r}; "
                          f"load its run directory ({file.parent}) instead")

@@ -35,8 +35,31 @@ class CodecStudyConfig:
     verifiers: tuple[str, ...] = ("pocketsphinx", "resemblyzer")  # WER and SIM of resynthesis
     n_listen: int = 4
     tokenize_batch_size: int = 16
+    # --- codec ablation (see ABLATION_VARIANTS): each variant trained for ablation_steps --------
+    ablation_variants: tuple[str, ...] = ()  # names in ABLATION_VARIANTS; () = no ablation
+    ablation_steps: int = 500  # training steps of every variant (equal steps, not equal time)
+    # False: the notebook tabulates the variants already trained (by `python -m
+    # workbench.codec.study`) and names the missing ones, instead of training them in the demo
+    ablation_train: bool = False
 
     PROFILES: ClassVar[dict] = stage_profiles("codec_study")  # workbench/profiles.yaml
+
+
+# The codec ablation's variants: CodecConfig fields over the profile (and the study's own
+# train_overrides). "+gan late" turns the discriminators on for the last GAN_LATE_FRACTION of the
+# steps (see `variant_overrides`), the cheapest way to try the GAN at 3.6x the cost of a step.
+# Every variant names the GAN switch, so that each row is the baseline plus one lever whatever
+# the profile's own default (the smoke profile trains with the GAN on).
+_CTC = {"ctc_weight": 1.0, "ctc_batch_size": 2, "ctc_max_s": 4.0}
+_PHASE = {"complex_stft_loss_weight": 10.0}
+ABLATION_VARIANTS: dict[str, dict[str, Any]] = {
+    "baseline": {"use_gan": False},
+    "+ctc": {"use_gan": False, **_CTC},
+    "+phase": {"use_gan": False, **_PHASE},
+    "+ctc +phase": {"use_gan": False, **_CTC, **_PHASE},
+    "+gan late": {"use_gan": True},
+}
+GAN_LATE_FRACTION = 0.2
 
 
 @dataclass
@@ -172,3 +195,145 @@ def tokens_dir_for(codec_path: str, dataset_name: str) -> Path:
     return data_root() / "tokens" / f"{dataset_name}-{tag}"
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Codec ablation: variants at equal steps, one table row each
+# ---------------------------------------------------------------------------------------------
+
+ABLATION_COLUMNS = ["stoi", "pesq_wb", "pesq_nb", "mel_distance", "si_sdr", "codebook_usage",
+                    "codebook_perplexity", "wer_original", "wer_resynth", "sim_resynth", "unseen_stoi",
+                    "steps", "train_wall_s", "s_per_step"]
+
+
+def variant_overrides(variant: str, steps: int) -> dict[str, Any]:
+    """CodecConfig fields of one ablation variant trained for `steps` steps."""
+    if variant not in ABLATION_VARIANTS:
+        raise ValueError(f"unknown codec ablation variant {variant!r}; variants: {', '.join(ABLATION_VARIANTS)}")
+    if steps < 1:
+        raise ValueError(f"ablation steps {steps}: must be >= 1")
+    overrides = dict(ABLATION_VARIANTS[variant], max_steps=steps)
+    if overrides.get("use_gan"):
+        overrides["disc_warmup_steps"] = int(round(steps * (1 - GAN_LATE_FRACTION)))
+    return overrides
+
+
+def variant_study(study: CodecStudyConfig, variant: str) -> CodecStudyConfig:
+    """The study whose codec is `variant` at `study.ablation_steps` (the study's own
+    train_overrides below the variant's)."""
+    import dataclasses
+
+    overrides = {**study.train_overrides, **variant_overrides(variant, study.ablation_steps)}
+    return dataclasses.replace(study, codec="", train_overrides=overrides)
+
+
+def _ablation_run_dir(study: CodecStudyConfig, profile: str, data_dir: Path, variant: str) -> Path:
+    from workbench.runs import runs_root
+
+    config = codec_config_for(variant_study(study, variant), profile)
+    return runs_root() / "codec" / f"{profile}-{Path(data_dir).name}-{config_hash(config, 8)}"
+
+
+def ablation_row(study: CodecStudyConfig, profile: str, data_dir: Path, unseen_dir: Path | None,
+                 variant: str, train: bool) -> dict[str, Any] | None:
+    """One variant's table row: trained (or its finished run reused; None when it is missing and
+    `train` is False), then evaluated on the held-out split with the study's verifiers and on the
+    unseen speakers (STOI). The evaluation is stored in the run folder and reused when the same
+    evaluation is asked for again."""
+    import json
+
+    from workbench.atomic import atomic_write_json
+    from workbench.codec.evaluate import evaluate_codec
+    from workbench.codec.interface import load_codec
+
+    run_dir = _ablation_run_dir(study, profile, data_dir, variant)
+    meta = run_dir / "meta.json"
+    finished = meta.exists() and json.loads(meta.read_text()).get("status") == "finished"
+    if not finished and not train:
+        return None
+    trained = train_or_load(variant_study(study, variant), profile, data_dir)
+    limit = study.eval_max_utterances or None
+    key = {"data": str(data_dir), "unseen": str(unseen_dir), "max_utterances": limit,
+           "verifiers": list(study.verifiers)}
+    cache = trained.run_dir / "ablation_eval.json"
+    if cache.exists() and json.loads(cache.read_text()).get("key") == key:
+        return json.loads(cache.read_text())["row"]
+    codec = load_codec(trained.path)
+    held_out = evaluate_codec(codec, data_dir, split="test", max_utterances=limit, verifiers=study.verifiers)
+    summary = json.loads((trained.run_dir / "summary.json").read_text())
+    row = {name: getattr(held_out, name) for name in ABLATION_COLUMNS if hasattr(held_out, name)}
+    row["unseen_stoi"] = (evaluate_codec(codec, unseen_dir, split=None, max_utterances=limit).stoi
+                          if unseen_dir is not None else None)
+    row.update(steps=summary["steps"], train_wall_s=summary["train_wall_s"],
+               s_per_step=summary["train_wall_s"] / max(summary["steps"], 1), run=str(trained.run_dir))
+    atomic_write_json(cache, {"key": key, "row": row})
+    return row
+
+
+def ablation_table(study: CodecStudyConfig, profile: str, data_dir: Path, unseen_dir: Path | None = None,
+                   train: bool | None = None):
+    """(table, missing variant names): one row per variant of `study.ablation_variants`."""
+    import pandas as pd
+
+    train = study.ablation_train if train is None else train
+    rows, missing = {}, []
+    for variant in study.ablation_variants:
+        row = ablation_row(study, profile, data_dir, unseen_dir, variant, train)
+        if row is None:
+            missing.append(variant)
+        else:
+            rows[variant] = row
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=ABLATION_COLUMNS + ["run"])
+    return table, missing
+
+
+def ablation_command(profile: str, study: CodecStudyConfig) -> str:
+    """The command that trains and evaluates the ablation the notebook reads."""
+    return (f"python -m workbench.codec.study --profile {profile} --steps {study.ablation_steps} "
+            f"--variants {' '.join(repr(v) for v in study.ablation_variants)}")
+
+
+def ablation_listening_rows(table, data_dir: Path, n: int) -> list[dict[str, Any]]:
+    """The first `n` held-out utterances: the original, then each variant's reconstruction in a
+    column named after the variant (for `player_table`)."""
+    from workbench.codec.interface import load_codec
+
+    rows: list[dict[str, Any]] = []
+    for variant, run in table["run"].items():
+        variant_rows = listening_rows(load_codec(Path(run) / "codec.pt"), data_dir, n)
+        if not rows:
+            rows = [{k: r[k] for k in ("utterance", "speaker", "text", "original")} for r in variant_rows]
+        for row, variant_row in zip(rows, variant_rows):
+            row[variant] = variant_row["reconstruction"]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train and evaluate the codec ablation of a profile (what the 10_codec notebook tabulates)."""
+    import argparse
+    import dataclasses
+
+    from workbench.data.prepare import ensure_prepared
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per variant")
+    parser.add_argument("--variants", nargs="+", default=None, choices=list(ABLATION_VARIANTS))
+    parser.add_argument("--eval-max-utterances", type=int, default=None)
+    args = parser.parse_args(argv)
+    study = for_profile(CodecStudyConfig, args.profile)
+    changes = {k: v for k, v in (("ablation_steps", args.steps), ("ablation_variants", tuple(args.variants or ()) or None),
+                                 ("eval_max_utterances", args.eval_max_utterances)) if v is not None}
+    study = dataclasses.replace(study, **changes)
+    data_dir = ensure_prepared(study.corpus, args.profile)
+    unseen_dir = ensure_prepared(study.unseen_corpus, args.profile)
+    for variant in study.ablation_variants:  # one at a time, so that each row is printed as it lands
+        row = ablation_row(study, args.profile, data_dir, unseen_dir, variant, train=True)
+        print(variant, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+    table, _ = ablation_table(study, args.profile, data_dir, unseen_dir, train=False)
+    print(table.drop(columns=["run"]).round(3).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

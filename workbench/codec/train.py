@@ -1,18 +1,21 @@
 """Codec training: one explicit, resumable loop (no Trainer).
 
 Per step: a batch of random crops -> reconstruction -> multi-scale mel L1 (x15), plus the
-multi-resolution STFT loss and the FSQ codebook-entropy regulariser when their weights are set;
+multi-resolution STFT loss, the phase-aware complex STFT loss, the FSQ codebook-entropy
+regulariser and the CTC objective on a batch of whole transcribed utterances
+(`workbench.codec.semantic_head`) when their weights are set;
 once ``step >= disc_warmup_steps`` (and ``use_gan``), a discriminator step (MPD + MRSD, LSGAN)
 and the generator's adversarial and feature-matching terms; with a semantic teacher, the
-semantic reconstruction MSE (x5). AdamW (0.8, 0.9) with linear warm-up and cosine decay (by
-steps, or by the wall clock with ``schedule_on_wall_time``) for both nets.
+semantic reconstruction MSE (x5). AdamW (0.8, 0.9) with linear warm-up and cosine decay by
+steps for both nets; training stops at ``max_steps``. Nothing depends on the wall clock, which is
+measured and reported only: the same config and data give the same codec (bit-identical on one
+thread, see tests/test_codec_train.py).
 
 Checkpoints (``checkpoint.pt`` in the run directory, written atomically every
 ``checkpoint_every`` steps and at the end) hold the model, discriminators, both optimisers and
 schedulers, every RNG state and the sampler's data position, so that calling `train_codec` again
 with the same ``run_id`` continues exactly where the last checkpoint left off: the resumed run
-ends with the same weights as an uninterrupted one (except under ``schedule_on_wall_time``,
-where the learning rate follows the measured wall time, which no two runs share). ``codec.pt``
+ends with the same weights as an uninterrupted one. ``codec.pt``
 (config + model weights) is the inference artifact that `workbench.codec.load_codec` reads.
 
 Fine-tuning: with ``config.init_from`` (a local X-codec2 folder or hub id) the model is that
@@ -43,10 +46,11 @@ from workbench.codec.data import CropSampler, corpus_utterances, load_corpus_aud
 from workbench.codec.discriminators import CodecDiscriminators
 from workbench.codec.interface import CHECKPOINT_NAME, CODEC_NAME
 from workbench.codec.losses import (
-    MultiResolutionSTFTLoss, MultiScaleMelLoss, codebook_entropy_loss, discriminator_loss,
-    feature_matching_loss, generator_adversarial_loss, semantic_loss,
+    MultiResolutionComplexSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, codebook_entropy_loss,
+    discriminator_loss, feature_matching_loss, generator_adversarial_loss, semantic_loss,
 )
 from workbench.codec.model import CodecModel, build_model, count_parameters
+from workbench.codec.semantic_head import CTCHead, TranscribedSampler, character_vocab, ctc_loss
 from workbench.config import to_dict
 
 RUN_KIND = "codec"
@@ -57,8 +61,9 @@ class CodecTrainResult:
     run_dir: Path
     codec_path: Path  # what load_codec reads: codec.pt, or the run dir itself for a fine-tuned X-codec2
     steps: int  # optimisation steps done in total (across resumes)
-    completed: bool  # reached max_steps (False: stopped by the wall-time cap or stop_after_steps)
-    train_wall_s: float  # training wall time in total (across resumes), excluding data loading
+    completed: bool  # reached max_steps (False: stopped by stop_after_steps)
+    train_wall_s: float  # training wall time in total (across resumes), excluding data loading;
+    # measured and reported, never used to schedule or stop
     resumed_from_step: int  # 0 for a fresh run
     final_train_mel_loss: float
     valid_mel_distance: float
@@ -73,20 +78,14 @@ class ValidEval:
     n_frames: int
 
 
-def lr_lambda(warmup_steps: int, max_steps: int, min_ratio: float, wall_fraction=None):
-    """Linear warm-up to 1, then cosine to `min_ratio` at `max_steps`.
-
-    With `wall_fraction` (a callable giving the fraction of the wall-time cap spent so far), the
-    cosine's progress is the larger of the step fraction and the wall fraction, so the decay
-    completes when the cap stops the run whatever the (noisy, shared-CPU) step rate was."""
+def lr_lambda(warmup_steps: int, max_steps: int, min_ratio: float):
+    """Linear warm-up to 1, then cosine to `min_ratio` at `max_steps` (a function of the step
+    alone, so the schedule is part of the config, not of the machine's speed)."""
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(max_steps - warmup_steps, 1)
-        if wall_fraction is not None:
-            progress = max(progress, wall_fraction())
-        progress = min(progress, 1.0)
+        progress = min((step - warmup_steps) / max(max_steps - warmup_steps, 1), 1.0)
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
@@ -113,6 +112,19 @@ def _load_model_state(model, state: dict) -> None:
         model.load_checkpoint_state_dict(state)
     else:
         model.load_state_dict(state)
+
+
+def _build_ctc(config: CodecConfig, model: CodecModel, train_audio) -> tuple[CTCHead, TranscribedSampler]:
+    """The training-only CTC head and its sampler of whole transcribed train utterances. Built
+    under their own seed, so that the codec's initial weights and crops are the same with and
+    without the objective (the ablation compares like with like)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed + 1)
+        head = CTCHead(config.latent_dim, config.ctc_hidden_dim, len(character_vocab()), config.ctc_kernel_size)
+    sampler = TranscribedSampler(train_audio.wavs, [u.text for u in train_audio.utterances], model.hop_length,
+                                 int(config.ctc_max_s * train_audio.sample_rate), config.ctc_batch_size,
+                                 config.seed + 1)
+    return head, sampler
 
 
 def save_codec(path: str | Path, model: CodecModel, step: int) -> Path:
@@ -198,14 +210,17 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
             discriminators.to(device)
         mel_loss = MultiScaleMelLoss(sample_rate, config.mel_n_ffts, config.mel_n_mels).to(device)
         stft_loss = MultiResolutionSTFTLoss(config.stft_n_ffts).to(device) if config.stft_loss_weight else None
-        opt_g = torch.optim.AdamW(trainable, lr=config.learning_rate, betas=config.adam_betas,
+        complex_loss = (MultiResolutionComplexSTFTLoss(config.complex_stft_n_ffts, config.complex_stft_compression)
+                        .to(device) if config.complex_stft_loss_weight else None)
+        ctc_head, ctc_sampler = _build_ctc(config, model, train_audio) if config.ctc_weight else (None, None)
+        if ctc_head is not None:
+            ctc_head.to(device)
+        # the CTC head trains with the generator (same optimiser, schedule and clipping); with
+        # ctc_weight 0 nothing here changes, so the run is the one without the objective
+        generator_params = trainable + (list(ctc_head.parameters()) if ctc_head is not None else [])
+        opt_g = torch.optim.AdamW(generator_params, lr=config.learning_rate, betas=config.adam_betas,
                                   weight_decay=config.weight_decay)
-        clock = {"train_wall_s": 0.0}  # read by the wall-time schedule; updated every step
-        wall_fraction = None
-        if config.schedule_on_wall_time and config.max_train_wall_s:
-            def wall_fraction() -> float:
-                return clock["train_wall_s"] / config.max_train_wall_s
-        schedule = lr_lambda(config.warmup_steps, config.max_steps, config.min_lr_ratio, wall_fraction)
+        schedule = lr_lambda(config.warmup_steps, config.max_steps, config.min_lr_ratio)
         sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, schedule)
         opt_d = sched_d = None
         if discriminators is not None:
@@ -232,9 +247,11 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
                 opt_d.load_state_dict(state["opt_d"])
                 sched_d.load_state_dict(state["sched_d"])
             sampler.load_state_dict(state["sampler"])
+            if ctc_head is not None:
+                ctc_head.load_state_dict(state["ctc_head"])
+                ctc_sampler.load_state_dict(state["ctc_sampler"])
             _set_rng_state(state["rng"])
             step, train_wall_s = int(state["step"]), float(state["train_wall_s"])
-        clock["train_wall_s"] = train_wall_s
         resumed_from = step
         if step:
             run.log(step, event="resumed")  # readers drop records of later steps logged before it
@@ -247,6 +264,8 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
                 "opt_d": opt_d.state_dict() if opt_d is not None else None,
                 "sched_d": sched_d.state_dict() if sched_d is not None else None,
                 "sampler": sampler.state_dict(), "rng": _rng_state(),
+                **({"ctc_head": ctc_head.state_dict(), "ctc_sampler": ctc_sampler.state_dict()}
+                   if ctc_head is not None else {}),
             }, checkpoint_path, keep_previous=True)
 
         n_params = count_parameters(model)
@@ -263,9 +282,6 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
             if stop_after_steps is not None and step >= stop_after_steps:
                 stopped = True
                 break
-            if config.max_train_wall_s is not None and train_wall_s >= config.max_train_wall_s:
-                stopped = True
-                break
             tick = time.perf_counter()
             real = sampler.next_batch().to(device, non_blocking=True)
             out = model(real)
@@ -277,6 +293,15 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
                 stft = stft_loss(fake, real)
                 loss_g = loss_g + config.stft_loss_weight * stft
                 metrics["stft_loss"] = stft.item()
+            if complex_loss is not None:
+                phase = complex_loss(fake, real)
+                loss_g = loss_g + config.complex_stft_loss_weight * phase
+                metrics["complex_stft_loss"] = phase.item()
+            if ctc_head is not None:
+                transcribed = ctc_sampler.next_batch()
+                ctc = ctc_loss(ctc_head(model.encode(transcribed.audio.to(device)).latents), transcribed)
+                loss_g = loss_g + config.ctc_weight * ctc
+                metrics["ctc_loss"] = ctc.item()
             if config.code_entropy_weight:
                 entropy = codebook_entropy_loss(out.fsq_values, fsq_levels,
                                                 config.code_entropy_temperature)
@@ -308,13 +333,12 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
 
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(generator_params, config.grad_clip_norm)
             opt_g.step()
             sched_g.step()
             step += 1
             window_steps += 1
             train_wall_s += time.perf_counter() - tick
-            clock["train_wall_s"] = train_wall_s
             last_mel = metrics["mel_loss"]
             bar.update(1)
             bar.set_postfix(mel=f"{last_mel:.3f}")
