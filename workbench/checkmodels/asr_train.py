@@ -28,7 +28,6 @@ batch order. The final model is `<run>/model.pt` (what the verifier loads), besi
 
 from __future__ import annotations
 
-import math
 import random
 import sys
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
 from workbench.settings import stage_profiles
+from workbench.training import warmup_cosine
 
 RUN_KIND = "asr"
 CODEC_SUFFIX = "@codec"
@@ -331,10 +331,7 @@ def _eval_from_dict(d: dict[str, Any]) -> ASREval:
 
 
 def _lr_multiplier(step: int, config: ASRTrainConfig) -> float:
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
-    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return warmup_cosine(step, config.warmup_steps, config.max_steps, config.min_lr_ratio)
 
 
 def _result_from_run(run_dir: Path, reused: bool) -> ASRTrainResult:

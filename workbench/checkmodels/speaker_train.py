@@ -19,6 +19,7 @@ from workbench.checkmodels.speaker_model import (CHECKPOINT_FILE, MODEL_FILE, RU
                                                  SpeakerEncoder, SpeakerModelSpec, save_model,
                                                  speaker_features)
 from workbench.settings import stage_profiles
+from workbench.training import warmup_cosine
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,10 +230,7 @@ def _crop(features: torch.Tensor, n_frames: int, rng: random.Random) -> torch.Te
 
 
 def _lr_multiplier(step: int, config: SpeakerTrainConfig) -> float:
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
-    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return warmup_cosine(step, config.warmup_steps, config.max_steps, config.min_lr_ratio)
 
 
 def _eval_dict(d: dict[str, Any]) -> dict[str, SpeakerEval]:

@@ -29,7 +29,6 @@ inference artifact is the ``save_pretrained`` folder written into the run direct
 
 from __future__ import annotations
 
-import math
 import random
 import sys
 import time
@@ -52,6 +51,7 @@ from workbench.codec.losses import (
 from workbench.codec.model import CodecModel, build_model, count_parameters
 from workbench.codec.semantic_head import CTCHead, TranscribedSampler, character_vocab, ctc_loss
 from workbench.config import to_dict
+from workbench.training import WarmupCosine, rng_state, set_rng_state
 
 RUN_KIND = "codec"
 
@@ -78,27 +78,10 @@ class ValidEval:
     n_frames: int
 
 
-def lr_lambda(warmup_steps: int, max_steps: int, min_ratio: float):
+def lr_lambda(warmup_steps: int, max_steps: int, min_ratio: float) -> WarmupCosine:
     """Linear warm-up to 1, then cosine to `min_ratio` at `max_steps` (a function of the step
     alone, so the schedule is part of the config, not of the machine's speed)."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min((step - warmup_steps) / max(max_steps - warmup_steps, 1), 1.0)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    return WarmupCosine(warmup_steps, max_steps, min_ratio)
 
 
 def _model_state(model) -> dict:
@@ -250,7 +233,7 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
             if ctc_head is not None:
                 ctc_head.load_state_dict(state["ctc_head"])
                 ctc_sampler.load_state_dict(state["ctc_sampler"])
-            _set_rng_state(state["rng"])
+            set_rng_state(state["rng"])
             step, train_wall_s = int(state["step"]), float(state["train_wall_s"])
         resumed_from = step
         if step:
@@ -263,7 +246,7 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
                 "discriminators": discriminators.state_dict() if discriminators is not None else None,
                 "opt_d": opt_d.state_dict() if opt_d is not None else None,
                 "sched_d": sched_d.state_dict() if sched_d is not None else None,
-                "sampler": sampler.state_dict(), "rng": _rng_state(),
+                "sampler": sampler.state_dict(), "rng": rng_state(),
                 **({"ctc_head": ctc_head.state_dict(), "ctc_sampler": ctc_sampler.state_dict()}
                    if ctc_head is not None else {}),
             }, checkpoint_path, keep_previous=True)

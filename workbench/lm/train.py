@@ -41,6 +41,7 @@ from typing import Any, ClassVar, Literal
 from workbench.atomic import atomic_write_text
 from workbench.config import for_profile, from_params
 from workbench.settings import stage_profiles
+from workbench.training import WarmupCosine, rng_state, set_rng_state
 
 TRAINER_STATE_FILE = "trainer_state.pt"
 LATEST_FILE = "latest"
@@ -140,21 +141,14 @@ class LMTrainResult:
         return asdict(self)
 
 
-class CosineWithWarmup:
-    """LR multiplier: linear warm-up over `warmup_steps`, then cosine from 1 to `min_ratio` at
-    `total_steps`, then flat at `min_ratio` (a run that overshoots its estimated length keeps the
-    final LR rather than rising again). A class, not a lambda, so LambdaLR can save it."""
+class CosineWithWarmup(WarmupCosine):
+    """The LM's schedule: `workbench.training.WarmupCosine` with the warm-up given as a fraction
+    of the run's estimated steps (the recipe's 3 %)."""
 
     def __init__(self, total_steps: int, warmup_frac: float, min_ratio: float) -> None:
-        self.total_steps = max(1, int(total_steps))
-        self.warmup_steps = max(1, round(warmup_frac * self.total_steps))
-        self.min_ratio = float(min_ratio)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
-        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        total = max(1, int(total_steps))
+        super().__init__(warmup_steps=max(1, round(warmup_frac * total)), total_steps=total,
+                         min_ratio=float(min_ratio))
 
 
 def measure_peak_flops(device: Any, dtype: Any = None, size: int = 1024, repeats: int = 5) -> float:
@@ -315,27 +309,6 @@ def _evaluate(model: Any, batches: list, device: Any, config: LMTrainConfig, dis
     _all_reduce_sum(totals, dist_info)
     model.train(was_training)
     return float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
-
-
-def _rng_state() -> dict[str, Any]:
-    import numpy as np
-    import torch
-
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    import numpy as np
-    import torch
-
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _prepare_tokenizer(config: LMTrainConfig, train_texts: list[str], codebook_size: int,
@@ -526,7 +499,7 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
             optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         stream.load_state_dict(saved["data"])
-        _set_rng_state(saved["rng"])
+        set_rng_state(saved["rng"])
         state.update(saved["counters"])
     wall_offset = state["wall_s"]
 
@@ -566,7 +539,7 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
         to_save, optimizer_state = _savable(model, optimizer, sharded)
         trainer_state = {
             "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
-            "data": stream.state_dict(), "rng": _rng_state(),
+            "data": stream.state_dict(), "rng": rng_state(),
             "counters": {**state, "wall_s": wall_offset + time.perf_counter() - wall_start},
         }
         if dist_info.is_main:
