@@ -210,6 +210,23 @@ def load_newest_verified(candidates: Sequence[str | os.PathLike]) -> Loaded | No
     return None
 
 
+def load_resume_state(checkpoint: str | os.PathLike, label: str, run: Any = None) -> Any | None:
+    """A trainer's saved state to resume from: `checkpoint`, else the previous one kept beside it
+    (`save_checkpoint_file(..., keep_previous=True)`), verified and weights-only; each skipped
+    file is said on stderr (and logged to `run` when given). None when there is nothing to resume."""
+    import sys
+
+    checkpoint = Path(checkpoint)
+    loaded = load_newest_verified([checkpoint, previous_path(checkpoint)])
+    if loaded is None:
+        return None
+    for skipped in loaded.skipped:
+        print(f"[{label}] skipped {skipped}; resuming from {loaded.path.name}", file=sys.stderr)
+        if run is not None:
+            run.log(None, event="checkpoint_skipped", path=str(skipped.path), reason=skipped.reason)
+    return loaded.state
+
+
 def write_folder_checksums(folder: str | os.PathLike) -> Path:
     """``checksums.sha256`` over every file in `folder` (recursively, itself excluded)."""
     folder = Path(folder)

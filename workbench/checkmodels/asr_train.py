@@ -29,7 +29,6 @@ batch order. The final model is `<run>/model.pt` (what the verifier loads), besi
 from __future__ import annotations
 
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -378,7 +377,7 @@ def _train(config: ASRTrainConfig, run, stop_after_steps: int | None) -> None:
     from tqdm.auto import tqdm
 
     from workbench.audio import resample
-    from workbench.checkpoints import load_newest_verified, previous_path, save_checkpoint_file
+    from workbench.checkpoints import load_resume_state, save_checkpoint_file
     from workbench.checkmodels import common
     from workbench.verifiers.text import normalize_text
     from workbench.checkmodels.asr_model import (WORD_LM_FILE, CTCRecognizer, encode_text, lexicon_decoder,
@@ -451,11 +450,8 @@ def _train(config: ASRTrainConfig, run, stop_after_steps: int | None) -> None:
     augment_rng = torch.Generator().manual_seed(config.seed + 1)
     step, epoch, position, train_wall_s = 0, 0, 0, 0.0
     checkpoint_path = run.dir / CHECKPOINT_FILE
-    loaded = load_newest_verified([checkpoint_path, previous_path(checkpoint_path)])  # weights-only, checksummed
-    if loaded is not None:
-        for skipped in loaded.skipped:
-            print(f"[asr train] skipped {skipped}; resuming from {loaded.path.name}", file=sys.stderr)
-        state = loaded.state
+    state = load_resume_state(checkpoint_path, "asr train")  # weights-only, checksummed
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, epoch, position = state["step"], state["epoch"], state["position"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -281,7 +280,7 @@ def train_speaker(config: SpeakerTrainConfig, run_id: str | None = None, root: s
 def _train(config: SpeakerTrainConfig, run, stop_after_steps: int | None, baseline: str | None) -> None:
     from tqdm.auto import tqdm
 
-    from workbench.checkpoints import load_newest_verified, previous_path, save_checkpoint_file
+    from workbench.checkpoints import load_resume_state, save_checkpoint_file
 
     wall_start = time.perf_counter()
     if config.num_threads > 0:
@@ -301,11 +300,8 @@ def _train(config: SpeakerTrainConfig, run, stop_after_steps: int | None, baseli
     sampler = random.Random(config.seed)
     step, train_wall_s = 0, 0.0
     checkpoint_path = run.dir / CHECKPOINT_FILE
-    loaded = load_newest_verified([checkpoint_path, previous_path(checkpoint_path)])  # weights-only, checksummed
-    if loaded is not None:
-        for skipped in loaded.skipped:
-            print(f"[speaker train] skipped {skipped}; resuming from {loaded.path.name}", file=sys.stderr)
-        state = loaded.state
+    state = load_resume_state(checkpoint_path, "speaker train")  # weights-only, checksummed
+    if state is not None:
         model.load_state_dict(state["model"])
         head.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])

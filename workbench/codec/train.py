@@ -30,7 +30,6 @@ inference artifact is the ``save_pretrained`` folder written into the run direct
 from __future__ import annotations
 
 import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ import numpy as np
 import torch
 
 from workbench.atomic import atomic_torch_save
-from workbench.checkpoints import load_newest_verified, previous_path, save_checkpoint_file
+from workbench.checkpoints import load_resume_state, save_checkpoint_file
 from workbench.codec.config import CodecConfig
 from workbench.codec.data import CropSampler, corpus_utterances, load_corpus_audio
 from workbench.codec.discriminators import CodecDiscriminators
@@ -216,12 +215,8 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
         step, train_wall_s = 0, 0.0
         checkpoint_path = run.dir / CHECKPOINT_NAME
         # weights-only, checksum-verified; falls back to checkpoint.prev.pt when the latest is damaged
-        loaded = load_newest_verified([checkpoint_path, previous_path(checkpoint_path)])
-        if loaded is not None:
-            state = loaded.state
-            for skipped in loaded.skipped:
-                print(f"[codec train] skipped {skipped}; resuming from {loaded.path.name}", file=sys.stderr)
-                run.log(None, event="checkpoint_skipped", path=str(skipped.path), reason=skipped.reason)
+        state = load_resume_state(checkpoint_path, "codec train", run)
+        if state is not None:
             _load_model_state(model, state["model"])
             opt_g.load_state_dict(state["opt_g"])
             sched_g.load_state_dict(state["sched_g"])
