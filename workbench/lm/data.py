@@ -171,10 +171,17 @@ class BatchStream:
         if len(self.dataset) < self.world_size:
             raise ValueError(f"{len(self.dataset)} training sequences for {self.world_size} processes")
 
-    def _epoch_batches(self) -> list[list[int]]:
+    def _plan_epoch(self) -> list:
+        """This epoch's micro-batches for every rank, in order (a subclass packs them differently)."""
+        return epoch_batches(self.dataset.lengths, self.batch_size, self.seed, self.epoch, self.group_size)
+
+    def _collate(self, entry: Any) -> Batch:
+        """One planned micro-batch (a list of sequence indices) as tensors."""
+        return collate([self.dataset.sequences[i] for i in entry], self.pad_token_id)
+
+    def _epoch_batches(self) -> list:
         if self._batches is None:
-            batches = epoch_batches(self.dataset.lengths, self.batch_size, self.seed, self.epoch,
-                                    self.group_size)
+            batches = self._plan_epoch()
             # Every rank must take the same number of steps, or collectives deadlock.
             self._batches = batches[: len(batches) - len(batches) % self.world_size]
         return self._batches
@@ -184,9 +191,9 @@ class BatchStream:
         if (self.cursor + 1) * self.world_size > len(batches):
             self.epoch, self.cursor, self._batches = self.epoch + 1, 0, None
             batches = self._epoch_batches()
-        indices = batches[self.cursor * self.world_size + self.rank]
+        entry = batches[self.cursor * self.world_size + self.rank]
         self.cursor += 1
-        return collate([self.dataset.sequences[i] for i in indices], self.pad_token_id)
+        return self._collate(entry)
 
     def __iter__(self) -> "BatchStream":
         return self

@@ -151,24 +151,16 @@ class PackedBatchStream(BatchStream):
     max_seq_len: int = 2048
     fixed_width: bool = False  # pad every row to max_seq_len (static shapes for torch.compile)
 
-    def _epoch_batches(self) -> list:
-        if self._batches is None:
-            batches = packed_epoch_batches(self.dataset.lengths, self.batch_size, self.max_seq_len,
-                                           self.seed, self.epoch)
-            if len(batches) < self.world_size:
-                raise ValueError(f"{len(self.dataset)} training sequences pack into {len(batches)} "
-                                 f"micro-batches of {self.batch_size} rows: fewer than {self.world_size} processes")
-            self._batches = batches[: len(batches) - len(batches) % self.world_size]
-        return self._batches
+    def _plan_epoch(self) -> list:
+        batches = packed_epoch_batches(self.dataset.lengths, self.batch_size, self.max_seq_len, self.seed, self.epoch)
+        if len(batches) < self.world_size:
+            raise ValueError(f"{len(self.dataset)} training sequences pack into {len(batches)} "
+                             f"micro-batches of {self.batch_size} rows: fewer than {self.world_size} processes")
+        return batches
 
-    def __next__(self) -> Batch:
-        batches = self._epoch_batches()
-        if (self.cursor + 1) * self.world_size > len(batches):
-            self.epoch, self.cursor, self._batches = self.epoch + 1, 0, None
-            batches = self._epoch_batches()
-        rows = batches[self.cursor * self.world_size + self.rank]
-        self.cursor += 1
-        return collate_packed([[self.dataset.sequences[i] for i in row] for row in rows], self.pad_token_id,
+    def _collate(self, entry: Any) -> Batch:
+        """One planned micro-batch (rows of sequence indices) as packed tensors."""
+        return collate_packed([[self.dataset.sequences[i] for i in row] for row in entry], self.pad_token_id,
                               width=self.max_seq_len if self.fixed_width else 0)
 
     def mean_batch_tokens(self) -> float:
