@@ -35,6 +35,7 @@ sequences are a ~40-token prompt and 150-250 speech tokens.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import math
 import os
@@ -43,7 +44,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -506,23 +507,35 @@ def bench_fast_loop(s: Settings, result: LMSpeedResult, model: Any, ids: torch.T
                             f"{'yes' if same else 'NO'}; walls {t_fast:.3f} s vs {t_hf:.3f} s")
 
 
-def generation_only(s: Settings) -> LMSpeedResult:
-    """Only rows 3-5 (no training benchmark): for a quick pass over the cpu ladder."""
+@contextlib.contextmanager
+def _session(s: Settings) -> Iterator[LMSpeedResult]:
+    """The settings every benchmark run shares: `s.threads` torch threads and no transformers
+    chatter or progress bars, all restored afterwards."""
     from transformers.utils import logging as hf_logging
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(s.threads)
     hf_logging.set_verbosity_error()
-    result = LMSpeedResult(rows=[])
+    hf_logging.disable_progress_bar()  # save_pretrained's "Writing model shards" bars
     try:
+        yield LMSpeedResult(rows=[])
+    finally:
+        torch.set_num_threads(previous_threads)
+        hf_logging.enable_progress_bar()
+
+
+def _machine_note(s: Settings, load_start: float) -> str:
+    return (f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {s.threads} thread(s); load average "
+            f"{load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end")
+
+
+def generation_only(s: Settings) -> LMSpeedResult:
+    """Only rows 3-5 (no training benchmark): for a quick pass over the cpu ladder."""
+    with _session(s) as result:
         load_start = os.getloadavg()[0]
         start = time.perf_counter()
         bench_generation(s, result)
-        result.notes.insert(0, (
-            f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {s.threads} thread(s); load average "
-            f"{load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end; total {time.perf_counter() - start:.0f} s"))
-    finally:
-        torch.set_num_threads(previous_threads)
+        result.notes.insert(0, f"{_machine_note(s, load_start)}; total {time.perf_counter() - start:.0f} s")
     return result
 
 
@@ -530,18 +543,11 @@ def generation_only(s: Settings) -> LMSpeedResult:
 
 
 def run(s: Settings) -> LMSpeedResult:
-    from transformers.utils import logging as hf_logging
-
     from workbench.lm.train import measure_peak_flops
 
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(s.threads)
-    hf_logging.set_verbosity_error()
-    result = LMSpeedResult(rows=[])
-    try:
+    with _session(s) as result:
         load_start = os.getloadavg()[0]
         start = time.perf_counter()
-        hf_logging.disable_progress_bar()  # save_pretrained's "Writing model shards" bars
 
         def peak() -> float:  # best over sizes: small ones may run from cache, large ones not
             return max(measure_peak_flops(torch.device("cpu"), torch.float32, size=n, repeats=10 if n <= 512 else 5)
@@ -564,13 +570,9 @@ def run(s: Settings) -> LMSpeedResult:
             f"workbench {train.flops_non_embedding / train.workbench_s / best_peak:.1%}, "
             f"bare {train.flops_non_embedding / train.bare_s / best_peak:.1%}"))
         result.notes.insert(0, (
-            f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {s.threads} thread(s); load average "
-            f"{load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end; fp32 matmul peak (best of "
+            f"{_machine_note(s, load_start)}; fp32 matmul peak (best of "
             f"{'/'.join(f'{n}^2' for n in s.peak_sizes)}) {peak_start / 1e9:.1f} GFLOP/s at start, {peak_end / 1e9:.1f} at end (max used); "
             f"total {time.perf_counter() - start:.0f} s"))
-    finally:
-        torch.set_num_threads(previous_threads)
-        hf_logging.enable_progress_bar()
     return result
 
 

@@ -13,6 +13,8 @@ from workbench.codec.config import CodecConfig
 from workbench.codec.model import build_model
 from workbench.config import ConfigError, for_profile
 
+from tiny_models import save_tiny_wav2vec2
+
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -101,15 +103,8 @@ def test_config_validation_names_the_bad_value():
 
 
 def test_semantic_branch_with_a_tiny_teacher(tmp_path):
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
     torch.manual_seed(0)
-    teacher_config = Wav2Vec2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                    intermediate_size=32, conv_dim=(8, 8), conv_stride=(5, 4),
-                                    conv_kernel=(10, 4), num_feat_extract_layers=2,
-                                    num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
-    Wav2Vec2Model(teacher_config).save_pretrained(tmp_path)
-    Wav2Vec2FeatureExtractor().save_pretrained(tmp_path)
+    save_tiny_wav2vec2(tmp_path, num_hidden_layers=2)
     config = tiny_config(semantic_model_path=str(tmp_path), semantic_layer=1)
     model = build_model(config)
     assert model.teacher is not None

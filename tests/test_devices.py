@@ -18,6 +18,8 @@ import torch
 
 from workbench.devices import model_device, normalise_device, resolve_device
 
+from tiny_models import save_tiny_wav2vec2
+
 REPO = Path(__file__).resolve().parents[1]
 MISMATCH = ("not on the expected device", "same device", "Expected all tensors")
 
@@ -154,18 +156,11 @@ sys.exit(0 if grown_mb < 500 else f"data set-up grew host memory by {{grown_mb:.
 def test_moving_the_codec_moves_its_semantic_teacher(tmp_path):
     """The teacher lives outside the module tree (never saved, never trained), yet must follow
     the model to its device."""
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
     from workbench.codec.config import CodecConfig
     from workbench.codec.model import build_model
     from workbench.config import for_profile
 
-    teacher_config = Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                    intermediate_size=32, conv_dim=(8, 8), conv_stride=(5, 4),
-                                    conv_kernel=(10, 4), num_feat_extract_layers=2,
-                                    num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
-    Wav2Vec2Model(teacher_config).save_pretrained(tmp_path)
-    Wav2Vec2FeatureExtractor().save_pretrained(tmp_path)
+    save_tiny_wav2vec2(tmp_path, num_hidden_layers=1)
     model = build_model(for_profile(CodecConfig, "smoke", semantic_model_path=str(tmp_path), semantic_layer=1))
     model.to("meta")
     assert {p.device.type for p in model.teacher.parameters()} == {"meta"}

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from workbench.config import for_profile
-from workbench.data.token_shards import CodecInfo, TokenizedUtterance, write_token_shards
+from workbench.data.token_shards import CodecInfo, write_token_shards
 from workbench.lm.data import BatchStream, collate, encode_utterances
 from workbench.lm.layout import IGNORE_INDEX
 from workbench.lm.model import build_model
@@ -21,21 +21,13 @@ from workbench.lm.packing import (
 from workbench.lm.text_tokenizer import train_text_tokenizer
 from workbench.lm.train import LMTrainConfig, _sum_loss, train_lm
 
-K = 64
-WORDS = "the a cat dog sat ran on in mat fog red big small quick brown fox jumps over lazy".split()
+from test_lm_train import K, synthetic_utterances  # noqa: E402
+
+# The LM tests' synthetic utterances (codes a fixed function of the text), under the name the
+# packing, compile and sharding tests use.
+utterances = synthetic_utterances
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")
-
-
-def utterances(n: int, seed: int = 0, valid_every: int = 10) -> list[TokenizedUtterance]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6)))
-        codes = [v for ch in text for v in (ord(ch) % K, (ord(ch) * 7) % K)]
-        split = "valid" if valid_every and i % valid_every == 0 else "train"
-        out.append(TokenizedUtterance(f"u{i:04d}", "spk", text, split, torch.tensor(codes)))
-    return out
 
 
 @pytest.fixture(scope="module")

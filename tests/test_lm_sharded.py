@@ -4,7 +4,6 @@ a memory estimate that matches a measurement."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from workbench.lm.train import LMTrainConfig, train_lm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_lm_packing import K, utterances  # noqa: E402
+from test_lm_train import torchrun_lm_train  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")
 
@@ -39,12 +39,7 @@ def test_fsdp_over_two_gloo_processes_equals_one_process_with_accumulation(tmp_p
     common = ["--profile", "smoke", "--root", str(tmp_path), "--set", "max_steps=6", "--set", "batch_size=2",
               "--set", "progress=false", "--set", "peak_flops_per_s=1e11", "--set", "checkpoint_every=3",
               "--set", "eval_every=3", "--set", "eval_batches=1", "--set", "sharding=fsdp"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                "--master_port", str(30500 + os.getpid() % 1000)]
-    run = subprocess.run(torchrun + ["-m", "workbench.lm.train", str(shards), *common, "--run-id", "fsdp",
-                                     "--result-json", str(tmp_path / "fsdp.json")],
-                         capture_output=True, text=True, timeout=300, env=env)
+    run = torchrun_lm_train(shards, common, "fsdp", tmp_path / "fsdp.json", port_base=30500)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "per-GPU memory estimate (fsdp, 2 process(es)" in run.stderr
     single = train_lm(for_profile(LMTrainConfig, "smoke", progress=False, peak_flops_per_s=1e11, max_steps=6,

@@ -215,17 +215,23 @@ def test_resume_matches_uninterrupted_run(shards, tmp_path):
 
 
 @pytest.mark.slow
+def torchrun_lm_train(shards: Path, args: list[str], run_id: str, result_json: Path,
+                      port_base: int) -> subprocess.CompletedProcess:
+    """`python -m workbench.lm.train` under torchrun with 2 gloo processes, one thread each."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_port", str(port_base + os.getpid() % 1000)]
+    return subprocess.run(torchrun + ["-m", "workbench.lm.train", str(shards), *args, "--run-id", run_id,
+                                      "--result-json", str(result_json)],
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
 def test_torchrun_two_processes_equals_gradient_accumulation(shards, tmp_path):
     """DDP over 2 gloo processes (batch 2 each) == 1 process with 2 accumulated micro-batches."""
     common = ["--profile", "smoke", "--root", str(tmp_path), "--set", "max_steps=6",
               "--set", "batch_size=2", "--set", "progress=false", "--set", "peak_flops_per_s=1e11",
               "--set", "checkpoint_every=100", "--set", "eval_every=3"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                "--master_port", str(29500 + os.getpid() % 1000)]
-    ddp = subprocess.run(torchrun + ["-m", "workbench.lm.train", str(shards), *common, "--run-id", "ddp",
-                                     "--result-json", str(tmp_path / "ddp.json")],
-                         capture_output=True, text=True, timeout=300, env=env)
+    ddp = torchrun_lm_train(shards, common, "ddp", tmp_path / "ddp.json", port_base=29500)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     single = train_lm(tiny_config(max_steps=6, batch_size=2, grad_accum=2, checkpoint_every=100,
                                   eval_every=3), shards, run_id="single", root=tmp_path)

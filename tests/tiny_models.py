@@ -18,3 +18,16 @@ def tiny_xcodec2_model():
     )
     torch.manual_seed(0)
     return Xcodec2Model(config).eval(), Xcodec2FeatureExtractor()
+
+
+def save_tiny_wav2vec2(path, num_hidden_layers: int = 1):
+    """A tiny random wav2vec2 (model + feature extractor) saved to `path`: a semantic teacher for
+    codec tests that loads offline."""
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    config = Wav2Vec2Config(hidden_size=16, num_hidden_layers=num_hidden_layers, num_attention_heads=2,
+                            intermediate_size=32, conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 4),
+                            num_feat_extract_layers=2, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
+    Wav2Vec2Model(config).save_pretrained(path)
+    Wav2Vec2FeatureExtractor().save_pretrained(path)
+    return path

@@ -108,7 +108,8 @@ def run_pipeline(profile: str = "cpu", *, stages: tuple[Stage, ...] = STAGES, re
         if lost:  # a finished run whose summary was lost or cut short: its outputs are unknown
             print(f"[pipeline {profile}] {stage.name}: the finished run {run.run_dir} {lost}; running the stage "
                   "again", flush=True)
-            run = run_notebook(stage.name, params, profile=profile, root=root, reuse=False)
+            run = dataclasses.replace(run_notebook(stage.name, params, profile=profile, root=root, reuse=False),
+                                      reason=f"the finished run {run.run_dir.name} {lost}")
         wall = time.perf_counter() - start
         summary_path = run.run_dir / "summary.json"
         outputs[stage.name] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
