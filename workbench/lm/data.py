@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import torch
 
@@ -31,6 +31,7 @@ class EncodedDataset:
     sequences: list[TokenSequence]
     n_dropped: int = 0  # longer than max_seq_len with too_long="drop"
     n_truncated: int = 0  # cut to max_seq_len with too_long="truncate"
+    n_unaligned: int = 0  # interleaved layout: utterances without an alignment (skipped)
 
     @property
     def lengths(self) -> list[int]:
@@ -46,19 +47,32 @@ class EncodedDataset:
 
 def encode_utterances(utterances: Sequence[TokenizedUtterance], tokenizer: Any, layout: TokenLayout,
                       max_seq_len: int = 2048,
-                      too_long: Literal["drop", "truncate"] = "drop") -> EncodedDataset:
+                      too_long: Literal["drop", "truncate"] = "drop",
+                      alignments: Mapping[str, Any] | None = None) -> EncodedDataset:
     """Build one TTS sequence per utterance (docs/reference.md §2), capped at `max_seq_len` tokens.
 
     "drop" skips a too-long utterance (the paper's choice: 2048 tokens is about 40 s); "truncate"
     keeps its first `max_seq_len` tokens, which loses the end token, so the model never learns to
     stop on those: prefer "drop" unless most data is long.
+
+    With `alignments` (utterance id -> `workbench.align.forced.UnitAlignment`) the sequences use the
+    interleaved layout (`workbench.lm.interleaved`); utterances without one are skipped and counted.
     """
+    from workbench.lm.interleaved import build_interleaved_sequence
+
     if too_long not in ("drop", "truncate"):
         raise ValueError(f"too_long={too_long!r}: expected 'drop' or 'truncate'")
     sequences: list[TokenSequence] = []
-    dropped = truncated = 0
+    dropped = truncated = unaligned = 0
     for utterance in utterances:
-        seq = build_tts_sequence(tokenizer, layout, utterance.text, utterance.codes)
+        if alignments is not None:
+            alignment = alignments.get(utterance.utterance_id)
+            if alignment is None or sum(alignment.frames) != utterance.n_frames:
+                unaligned += 1
+                continue
+            seq = build_interleaved_sequence(tokenizer, layout, alignment.units, alignment.frames, utterance.codes)
+        else:
+            seq = build_tts_sequence(tokenizer, layout, utterance.text, utterance.codes)
         if len(seq) > max_seq_len:
             if too_long == "drop":
                 dropped += 1
@@ -66,7 +80,7 @@ def encode_utterances(utterances: Sequence[TokenizedUtterance], tokenizer: Any, 
             seq = TokenSequence(seq.input_ids[:max_seq_len], seq.labels[:max_seq_len])
             truncated += 1
         sequences.append(seq)
-    return EncodedDataset(sequences=sequences, n_dropped=dropped, n_truncated=truncated)
+    return EncodedDataset(sequences=sequences, n_dropped=dropped, n_truncated=truncated, n_unaligned=unaligned)
 
 
 def split_utterances(utterances: Sequence[TokenizedUtterance], *, train_split: str = "train",

@@ -17,7 +17,7 @@ Measured on the cpu ladder (Kathleen, 47 held-out utterances): 0.002-0.005 nats 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -57,19 +57,46 @@ def _per_sequence_loss(model: Any, sequences: list, pad_id: int, batch_size: int
     return losses
 
 
+def _mismatched_units(units: str, other: str) -> str:
+    """`other`'s units laid over as many positions as `units` has (cycled when shorter), keeping
+    the silence units at both ends: the durations stay, only what is said changes."""
+    body = other.strip() or other
+    inner = "".join(body[i % len(body)] for i in range(max(0, len(units) - 2)))
+    return units[0] + inner + units[-1] if len(units) >= 2 else inner[:len(units)]
+
+
 def text_conditioning_gain(model: Any, tokenizer: Any, layout: TokenLayout,
                            utterances: Sequence[TokenizedUtterance], *, max_utterances: int = 32,
-                           batch_size: int = 8) -> TextGain:
+                           batch_size: int = 8, alignments: Mapping[str, Any] | None = None) -> TextGain:
     """Loss of each utterance's speech under its own transcript and under the transcript of the
     utterance half the list away (a fixed derangement, so the result is deterministic). Only the
-    speech tokens and the end token carry loss, exactly as in training."""
-    chosen = list(utterances)[:max_utterances]
+    speech tokens and the end token carry loss, exactly as in training.
+
+    With `alignments` the model is one of the interleaved layout (`workbench.lm.interleaved`): the
+    mismatched sequence keeps the utterance's own durations and frames and replaces its characters,
+    in the text part and before each unit's frames, by the other utterance's; the loss covers the
+    speech and end-of-unit tokens."""
+    from workbench.lm.interleaved import build_interleaved_sequence
+
+    chosen = list(utterances)
+    if alignments is not None:
+        chosen = [u for u in chosen if u.utterance_id in alignments]
+    chosen = chosen[:max_utterances]
     if len(chosen) < 2:
         raise ValueError(f"text_conditioning_gain needs at least 2 utterances, got {len(chosen)}")
     shift = len(chosen) // 2
-    right = [build_tts_sequence(tokenizer, layout, u.text, u.codes) for u in chosen]
-    wrong = [build_tts_sequence(tokenizer, layout, chosen[(i + shift) % len(chosen)].text, u.codes)
-             for i, u in enumerate(chosen)]
+    if alignments is not None:
+        aligned = [alignments[u.utterance_id] for u in chosen]
+        right = [build_interleaved_sequence(tokenizer, layout, a.units, a.frames, u.codes)
+                 for a, u in zip(aligned, chosen)]
+        wrong = [build_interleaved_sequence(tokenizer, layout,
+                                            _mismatched_units(a.units, aligned[(i + shift) % len(chosen)].units),
+                                            a.frames, u.codes)
+                 for i, (a, u) in enumerate(zip(aligned, chosen))]
+    else:
+        right = [build_tts_sequence(tokenizer, layout, u.text, u.codes) for u in chosen]
+        wrong = [build_tts_sequence(tokenizer, layout, chosen[(i + shift) % len(chosen)].text, u.codes)
+                 for i, u in enumerate(chosen)]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else layout.speech_generation_end
     was_training = model.training
     model.eval()

@@ -99,6 +99,33 @@ def train_text_tokenizer(texts: Iterable[str], codebook_size: int, text_vocab_si
     return LMTokenizer(tokenizer=tokenizer, layout=layout)
 
 
+UNK_TOKEN = "<|unk|>"
+CHARACTERS = " '" + "abcdefghijklmnopqrstuvwxyz"
+"""The character front-end's units: what `normalize_text` leaves (digits are spelled out)."""
+
+
+def char_tokenizer(codebook_size: int) -> LMTokenizer:
+    """The character front-end: one token per character of normalised text (lowercase letters,
+    apostrophe, space), plus BOS/EOS/PAD, an unknown token and the interleaved layout's
+    end-of-unit token, then the Llasa tokens. Nothing is learned, so it is the same for every
+    corpus: text is normalised first (`workbench.align.forced.text_units`), the same function at
+    training and at inference."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from workbench.lm.interleaved import END_OF_UNIT
+
+    entries = list(TEXT_SPECIALS) + [UNK_TOKEN, END_OF_UNIT] + list(CHARACTERS)
+    core = Tokenizer(models.WordLevel({token: i for i, token in enumerate(entries)}, unk_token=UNK_TOKEN))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")  # every character alone
+    core.decoder = decoders.Fuse()  # decode joins characters without separators
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token=BOS_TOKEN, eos_token=EOS_TOKEN,
+                                        pad_token=PAD_TOKEN, unk_token=UNK_TOKEN)
+    tokenizer.add_special_tokens({"additional_special_tokens": [END_OF_UNIT]})
+    layout = _append_layout_tokens(tokenizer, codebook_size)
+    return LMTokenizer(tokenizer=tokenizer, layout=layout)
+
+
 def extend_pretrained_tokenizer(path: str | Path, codebook_size: int) -> LMTokenizer:
     """Load a Llama-3-style tokenizer from a local folder and append the Llasa tokens after its
     whole vocabulary (for Llama-3: 128,256 entries, so specials at 128256.. and ``<|s_k|>`` at
@@ -132,6 +159,6 @@ def load_lm_tokenizer(path: str | Path) -> LMTokenizer:
 
 
 __all__ = [
-    "LMTokenizer", "train_text_tokenizer", "extend_pretrained_tokenizer", "load_lm_tokenizer",
+    "LMTokenizer", "train_text_tokenizer", "char_tokenizer", "extend_pretrained_tokenizer", "load_lm_tokenizer",
     "BOS_TOKEN", "EOS_TOKEN", "PAD_TOKEN",
 ]

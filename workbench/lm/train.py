@@ -57,6 +57,13 @@ class LMTrainConfig:
     preset: str = "cpu-1m"
     tokenizer: str = ""  # local tokenizer folder (Llama-3 style or workbench); "" = train a BPE
     text_vocab_size: int = 512  # BPE size when training a tokenizer
+    # Text front-end when no `tokenizer` folder is given: a BPE trained on the transcripts, or one
+    # token per character of normalised text (what the interleaved layout needs)
+    text_frontend: Literal["bpe", "chars"] = "bpe"
+    # "llasa": all text, then all speech (the paper). "interleaved": each character right before
+    # its frames (lm.interleaved; a departure from Llasa that reads its text at laptop scale)
+    sequence_layout: Literal["llasa", "interleaved"] = "llasa"
+    alignments: str = ""  # interleaved: alignment file; "" = <shards>/alignments.json (workbench.align)
     init_from: str = ""  # local checkpoint to fine-tune (workbench or Llasa-style); "" = scratch
     max_seq_len: int = 2048
     too_long: Literal["drop", "truncate"] = "drop"
@@ -102,6 +109,13 @@ class LMTrainConfig:
             raise ValueError("LMTrainConfig needs token_budget >= 1 or max_steps >= 1")
         if not 0.0 <= self.warmup_frac < 1.0 or not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"warmup_frac={self.warmup_frac}, min_lr_ratio={self.min_lr_ratio}: out of range")
+        if self.sequence_layout not in ("llasa", "interleaved"):
+            raise ValueError(f"LMTrainConfig.sequence_layout = {self.sequence_layout!r}: expected 'llasa' or 'interleaved'")
+        if self.text_frontend not in ("bpe", "chars"):
+            raise ValueError(f"LMTrainConfig.text_frontend = {self.text_frontend!r}: expected 'bpe' or 'chars'")
+        if self.sequence_layout == "interleaved" and (self.text_frontend != "chars" or self.tokenizer):
+            raise ValueError("sequence_layout='interleaved' needs text_frontend='chars' and no tokenizer folder: "
+                             "its units are characters")
 
 
 class _StopRequested(KeyboardInterrupt):
@@ -316,7 +330,7 @@ def _prepare_tokenizer(config: LMTrainConfig, train_texts: list[str], codebook_s
     """The run's tokenizer, saved under <run>/tokenizer on first start and reloaded on resume (so
     a resumed run cannot drift to a different vocabulary)."""
     from workbench.lm.text_tokenizer import (
-        extend_pretrained_tokenizer, load_lm_tokenizer, train_text_tokenizer,
+        char_tokenizer, extend_pretrained_tokenizer, load_lm_tokenizer, train_text_tokenizer,
     )
 
     saved = run_dir / "tokenizer"
@@ -325,6 +339,8 @@ def _prepare_tokenizer(config: LMTrainConfig, train_texts: list[str], codebook_s
             lm_tok = load_lm_tokenizer(config.init_from)
         elif config.tokenizer:
             lm_tok = extend_pretrained_tokenizer(config.tokenizer, codebook_size)
+        elif config.text_frontend == "chars":
+            lm_tok = char_tokenizer(codebook_size)
         else:
             lm_tok = train_text_tokenizer(train_texts, codebook_size, config.text_vocab_size)
         tmp = saved.with_name("tokenizer.tmp")
@@ -425,8 +441,16 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
     lm_tok = _prepare_tokenizer(config, [u.text for u in train_utts], codec.codebook_size, run_dir, dist_info)
     tokenizer, layout = lm_tok.tokenizer, lm_tok.layout
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else layout.speech_generation_end
-    train_set = encode_utterances(train_utts, tokenizer, layout, config.max_seq_len, config.too_long)
-    valid_set = encode_utterances(valid_utts, tokenizer, layout, config.max_seq_len, config.too_long)
+    alignments = None
+    if config.sequence_layout == "interleaved":
+        from workbench.align.forced import ALIGNMENT_FILE, load_alignments
+
+        alignments = load_alignments(config.alignments or shards_dir / ALIGNMENT_FILE)
+    train_set = encode_utterances(train_utts, tokenizer, layout, config.max_seq_len, config.too_long, alignments)
+    valid_set = encode_utterances(valid_utts, tokenizer, layout, config.max_seq_len, config.too_long, alignments)
+    if len(train_set) == 0 and train_set.n_unaligned:
+        raise ValueError(f"none of the {len(train_utts)} training utterances has an alignment in "
+                         f"{config.alignments or shards_dir / 'alignments.json'} (made for other shards?)")
     if len(train_set) == 0:
         raise ValueError(f"all {len(train_utts)} training utterances exceed max_seq_len={config.max_seq_len}")
 
@@ -546,7 +570,8 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
             ckpt_root = run_dir / "checkpoints"
             name = f"step-{step:07d}"
             save_checkpoint(ckpt_root / name, to_save, tokenizer, layout, codec=codec,
-                            extra={"preset": config.preset, "step": step, "run_id": run_id},
+                            extra={"preset": config.preset, "step": step, "run_id": run_id,
+                                   "sequence_layout": config.sequence_layout, "text_frontend": config.text_frontend},
                             extra_files={TRAINER_STATE_FILE: lambda p: torch.save(trainer_state, p),
                                          FOLDER_CHECKSUMS: lambda p: write_folder_checksums(p.parent)})
             atomic_write_text(ckpt_root / LATEST_FILE, name + "\n")
@@ -632,7 +657,8 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
     final_model = _savable(model, None, sharded)[0] if not stopped_early else None
     if dist_info.is_main and not stopped_early:
         save_checkpoint(model_dir, final_model, tokenizer, layout, codec=codec,
-                        extra={"preset": config.preset, "step": state["step"], "run_id": run_id})
+                        extra={"preset": config.preset, "step": state["step"], "run_id": run_id,
+                               "sequence_layout": config.sequence_layout, "text_frontend": config.text_frontend})
     _barrier(dist_info)
     result = LMTrainResult(
         run_id=run_id, run_dir=str(run_dir), model_dir=str(model_dir), preset=config.preset,
