@@ -21,6 +21,8 @@ from typing import Any, Protocol, Sequence
 import torch
 
 from workbench.lm.flops import generation_flops
+from workbench.lm.interleaved import (interleaved_inference_prompt, interleaved_processor, is_interleaved,
+                                      n_units_in, sequence_layout_of)
 from workbench.lm.layout import TokenLayout, TokenSequence, build_inference_prompt
 
 PUBLISHED_TEMPERATURE = 0.8
@@ -111,6 +113,18 @@ def uses_fast_loop(model: Any, sampling: SamplingConfig) -> bool:
     return True
 
 
+def tts_prompt(tokenizer: Any, layout: TokenLayout, text: str, *, prompt_text: str | None = None,
+               prompt_codes: torch.Tensor | Sequence[int] | None = None,
+               prompt_frames: Sequence[int] | None = None) -> TokenSequence:
+    """The generation prompt for `text` in the layout the tokenizer was trained with: Llasa's
+    (`build_inference_prompt`) or the interleaved one (`interleaved_inference_prompt`;
+    `prompt_frames` is the voice prompt's alignment, used only there)."""
+    if sequence_layout_of(tokenizer) == "interleaved":
+        return interleaved_inference_prompt(tokenizer, layout, text, prompt_text=prompt_text,
+                                            prompt_codes=prompt_codes, prompt_frames=prompt_frames)
+    return build_inference_prompt(tokenizer, layout, text, prompt_text=prompt_text, prompt_codes=prompt_codes)
+
+
 @torch.no_grad()
 def generate_speech_tokens(model: Any, layout: TokenLayout, prompts: Sequence[TokenSequence],
                            sampling: SamplingConfig = SamplingConfig(),
@@ -123,9 +137,11 @@ def generate_speech_tokens(model: Any, layout: TokenLayout, prompts: Sequence[To
 
     if not prompts:
         raise ValueError("generate_speech_tokens needs at least one prompt")
+    interleaved = is_interleaved(model)
+    eou = getattr(model.config, "end_of_unit_token_id", None) if interleaved else None
     for prompt in prompts:
         last = prompt.input_ids[-1]
-        if last != layout.speech_generation_start and not layout.is_speech([last]).item():
+        if last != layout.speech_generation_start and not layout.is_speech([last]).item() and last != eou:
             raise ValueError(f"prompt ends with id {last}, not <|SPEECH_GENERATION_START|> or a speech token")
     end = layout.speech_generation_end
     pad = pad_token_id if pad_token_id is not None else end
@@ -133,6 +149,9 @@ def generate_speech_tokens(model: Any, layout: TokenLayout, prompts: Sequence[To
     ids, mask = _left_pad(prompts, pad)
     context = int(getattr(model.config, "max_position_embeddings", 2048))
     max_new = sampling.max_new_tokens or max(1, context - ids.shape[1])
+    if interleaved and sampling.max_new_tokens:
+        # The cap counts speech frames; each unit adds its own token and an end-of-unit.
+        max_new += 2 * max(n_units_in(layout, p.input_ids) for p in prompts) + 1
     if sampling.temperature <= 0 and sampling.num_return_sequences > 1:
         raise ValueError("greedy decoding (temperature 0) gives identical samples; "
                          f"num_return_sequences={sampling.num_return_sequences} needs temperature > 0")
@@ -150,6 +169,8 @@ def generate_speech_tokens(model: Any, layout: TokenLayout, prompts: Sequence[To
     else:
         kwargs.update(temperature=None, top_k=None, top_p=None)
     processors = LogitsProcessorList([_SpeechOnly(layout, model.config.vocab_size)]) if sampling.speech_only else None
+    if interleaved:  # units forced in turn; between them only speech and end-of-unit
+        processors = LogitsProcessorList([interleaved_processor(model, layout)])
     use_fast = uses_fast_loop(model, sampling) if fast is None else fast
     if use_fast:
         if not uses_fast_loop(model, sampling):
@@ -302,13 +323,12 @@ def synthesize(model: Any, tokenizer: Any, layout: TokenLayout, text: str, *,
     one = dataclasses.replace(sampling, num_return_sequences=1)
     for index, piece in enumerate(chunks):
         if prompt_codes is not None or index == 0:
-            prompt = build_inference_prompt(tokenizer, layout, piece, prompt_text=prompt_text,
-                                            prompt_codes=prompt_codes)
+            prompt = tts_prompt(tokenizer, layout, piece, prompt_text=prompt_text, prompt_codes=prompt_codes)
             out = generate_speech_tokens(model, layout, [prompt], sampling, pad_token_id=pad)
         else:
             # Each sample continues its own first chunk: one prompt per sample, one draw each.
-            prompts = [build_inference_prompt(tokenizer, layout, piece, prompt_text=chunks[0] + " ",
-                                              prompt_codes=per_sample_codes[s][0]) for s in range(n)]
+            prompts = [tts_prompt(tokenizer, layout, piece, prompt_text=chunks[0] + " ",
+                                  prompt_codes=per_sample_codes[s][0]) for s in range(n)]
             out = generate_speech_tokens(model, layout, prompts, one, pad_token_id=pad)
         for s in range(n):
             per_sample_codes[s].append(out.codes[s])
@@ -329,5 +349,6 @@ def synthesize(model: Any, tokenizer: Any, layout: TokenLayout, text: str, *,
 
 __all__ = [
     "Codec", "SamplingConfig", "GeneratedSpeech", "SynthesisResult", "generate_speech_tokens", "uses_fast_loop",
+    "tts_prompt",
     "n_chunks_for", "split_text", "synthesize",
 ]

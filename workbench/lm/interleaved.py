@@ -86,59 +86,109 @@ def build_interleaved_sequence(tokenizer: Any, layout: TokenLayout, units: str, 
     return TokenSequence(input_ids=ids, labels=labels)
 
 
-def interleaved_inference_prompt(tokenizer: Any, layout: TokenLayout, units: str) -> TokenSequence:
-    """Generation prompt: the text part and the first unit (the rest are forced as generation goes)."""
-    return TokenSequence(input_ids=interleaved_prompt_ids(tokenizer, layout, units) + unit_ids(tokenizer, units[:1]))
+def interleaved_inference_prompt(tokenizer: Any, layout: TokenLayout, text: str, *, prompt_text: str | None = None,
+                                 prompt_codes: torch.Tensor | Sequence[int] | None = None,
+                                 prompt_frames: Sequence[int] | None = None) -> TokenSequence:
+    """Generation prompt for `text`: the text part, ending with ``<|SPEECH_GENERATION_START|>``
+    (`InterleavedUnits` then forces the first unit). For voice cloning, the prompt's units and
+    codes follow, interleaved with `prompt_frames` (its alignment) or, without one, with its frames
+    shared evenly among its units (an approximation the model only reads as context), and the
+    prompt ends with the last end-of-unit token."""
+    from workbench.align.forced import text_units
+
+    if prompt_codes is None:
+        return TokenSequence(input_ids=interleaved_prompt_ids(tokenizer, layout, text_units(text)))
+    if prompt_text is None:
+        raise ValueError("voice cloning needs both prompt_text and prompt_codes (or neither)")
+    prompt_units = text_units(prompt_text)
+    target_units = text_units(text)
+    units = prompt_units + target_units[1:]  # the prompt's trailing silence is the gap between the two
+    codes = torch.as_tensor(prompt_codes).flatten()
+    if prompt_frames is None:
+        n, k = codes.numel(), len(prompt_units)
+        prompt_frames = [(n * (i + 1)) // k - (n * i) // k for i in range(k)]
+    if len(prompt_frames) != len(prompt_units) or sum(prompt_frames) != codes.numel():
+        raise ValueError(f"prompt_frames: {len(prompt_frames)} durations summing to {sum(prompt_frames)} for "
+                         f"{len(prompt_units)} units and {codes.numel()} frames")
+    voice = build_interleaved_sequence(tokenizer, layout, prompt_units, prompt_frames, codes).input_ids
+    speech_part = voice[voice.index(layout.speech_generation_start) + 1:-1]  # drop the end of speech
+    return TokenSequence(input_ids=interleaved_prompt_ids(tokenizer, layout, units) + speech_part)
+
+
+def _last_index(row: list[int], token: int) -> int:
+    for i in range(len(row) - 1, -1, -1):
+        if row[i] == token:
+            return i
+    return -1
 
 
 @dataclass
 class InterleavedUnits:
-    """Logits processor that drives generation through the units: between units only speech tokens
-    and end-of-unit may be sampled; after an end-of-unit the next unit is forced, after the last one
-    the end of speech. A unit longer than `max_frames_per_unit` is closed by force (a model that
-    never ends a unit would otherwise run to the length limit). Works with `model.generate` and the
-    lean loop, batched, one unit string per prompt row (rows of `num_return_sequences` share one)."""
+    """Logits processor that drives generation through the units, reading everything it needs from
+    each row itself (the units between the text markers, the end-of-unit tokens after
+    ``<|SPEECH_GENERATION_START|>``): after the start token or an end-of-unit the next unit is
+    forced, after the last one the end of speech; inside a unit only speech tokens and end-of-unit
+    may be sampled, and a unit is closed by force after `max_frames_per_unit` frames (a model that
+    never ends a unit would otherwise run to the length limit). Works with `model.generate`, the
+    lean loop and the search's sampler, on left-padded batches and on partial continuations."""
 
     layout: TokenLayout
     eou_id: int
-    units: list[list[int]]  # per prompt, the unit ids
-    prompt_length: int  # padded prompt length (the first unit is its last token)
-    num_return_sequences: int = 1
     max_frames_per_unit: int = 40
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        generated = input_ids[:, self.prompt_length:]
+        layout = self.layout
         out = torch.full_like(scores, float("-inf"))
-        speech = slice(self.layout.speech_offset, self.layout.vocab_size)
-        for row in range(input_ids.shape[0]):
-            units = self.units[row // self.num_return_sequences]
-            tokens = generated[row]
-            n_done = int((tokens == self.eou_id).sum())
-            last = int(tokens[-1]) if tokens.numel() else None
-            if n_done >= len(units):
-                out[row, self.layout.speech_generation_end] = 0.0
-            elif last == self.eou_id:
-                out[row, units[n_done]] = 0.0
-            else:
-                since = tokens.numel()
-                hits = (tokens == self.eou_id).nonzero()
-                if len(hits):
-                    since = tokens.numel() - int(hits[-1]) - 2  # frames after the forced unit token
-                if since >= self.max_frames_per_unit:
-                    out[row, self.eou_id] = 0.0
+        speech = slice(layout.speech_offset, layout.vocab_size)
+        for r, row in enumerate(input_ids.tolist()):
+            start = _last_index(row, layout.speech_generation_start)
+            t0 = _last_index(row, layout.text_understanding_start)
+            t1 = _last_index(row, layout.text_understanding_end)
+            if start < 0 or t0 < 0 or t1 < t0:
+                raise ValueError("interleaved generation needs the text markers and <|SPEECH_GENERATION_START|> in the prompt")
+            units = row[t0 + 1:t1]
+            region = row[start + 1:]
+            n_done = region.count(self.eou_id)
+            if layout.speech_generation_end in region or (not region or region[-1] == self.eou_id):
+                if n_done >= len(units) or layout.speech_generation_end in region:
+                    out[r, layout.speech_generation_end] = 0.0
                 else:
-                    out[row, speech] = scores[row, speech]
-                    out[row, self.eou_id] = scores[row, self.eou_id]
+                    out[r, units[n_done]] = 0.0
+                continue
+            last_eou = _last_index(region, self.eou_id)
+            frames = len(region) - last_eou - 2  # speech tokens after this unit's own token
+            if frames >= self.max_frames_per_unit:
+                out[r, self.eou_id] = 0.0
+            else:
+                out[r, speech] = scores[r, speech]
+                out[r, self.eou_id] = scores[r, self.eou_id]
         return out
 
 
-def interleaved_processor(tokenizer: Any, layout: TokenLayout, unit_strings: Sequence[str], prompt_length: int,
-                          num_return_sequences: int = 1, max_frames_per_unit: int = 40) -> InterleavedUnits:
-    return InterleavedUnits(layout=layout, eou_id=end_of_unit_id(tokenizer),
-                            units=[unit_ids(tokenizer, u) for u in unit_strings], prompt_length=prompt_length,
-                            num_return_sequences=num_return_sequences, max_frames_per_unit=max_frames_per_unit)
+def sequence_layout_of(tokenizer: Any) -> str:
+    """The layout a saved tokenizer was trained with ("llasa" unless it records "interleaved" in its
+    tokenizer_config.json, which the trainer writes)."""
+    return str(getattr(tokenizer, "init_kwargs", {}).get("sequence_layout", "llasa"))
+
+
+def is_interleaved(model: Any) -> bool:
+    """Whether `model` was trained on the interleaved layout (recorded in its config.json)."""
+    return getattr(getattr(model, "config", None), "sequence_layout", "llasa") == "interleaved"
+
+
+def interleaved_processor(model: Any, layout: TokenLayout, max_frames_per_unit: int = 40) -> InterleavedUnits:
+    eou = getattr(model.config, "end_of_unit_token_id", None)
+    if eou is None:
+        raise ValueError("interleaved model has no end_of_unit_token_id in its config")
+    return InterleavedUnits(layout=layout, eou_id=int(eou), max_frames_per_unit=max_frames_per_unit)
+
+
+def n_units_in(layout: TokenLayout, prompt_ids: Sequence[int]) -> int:
+    """Units of a prompt's text part (each costs two generated tokens besides its frames)."""
+    ids = list(prompt_ids)
+    return max(0, _last_index(ids, layout.text_understanding_end) - _last_index(ids, layout.text_understanding_start) - 1)
 
 
 __all__ = ["END_OF_UNIT", "LAYOUTS", "unit_ids", "end_of_unit_id", "interleaved_prompt_ids",
            "build_interleaved_sequence", "interleaved_inference_prompt", "InterleavedUnits",
-           "interleaved_processor"]
+           "interleaved_processor", "is_interleaved", "n_units_in", "sequence_layout_of"]

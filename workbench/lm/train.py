@@ -341,6 +341,8 @@ def _prepare_tokenizer(config: LMTrainConfig, train_texts: list[str], codebook_s
             lm_tok = extend_pretrained_tokenizer(config.tokenizer, codebook_size)
         elif config.text_frontend == "chars":
             lm_tok = char_tokenizer(codebook_size)
+            # Saved in tokenizer_config.json: prompts built from this tokenizer follow the layout.
+            lm_tok.tokenizer.init_kwargs["sequence_layout"] = config.sequence_layout
         else:
             lm_tok = train_text_tokenizer(train_texts, codebook_size, config.text_vocab_size)
         tmp = saved.with_name("tokenizer.tmp")
@@ -465,6 +467,11 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
     else:
         model = build_model(config.preset, layout, seed=config.seed, bos_token_id=tokenizer.bos_token_id,
                             pad_token_id=pad_id, max_position_embeddings=config.max_seq_len)
+    if config.sequence_layout == "interleaved":  # recorded in config.json; generation reads it
+        from workbench.lm.interleaved import end_of_unit_id
+
+        model.config.sequence_layout = "interleaved"
+        model.config.end_of_unit_token_id = end_of_unit_id(tokenizer)
     model.to(device).train()
     counts = count_params(model.config)
     attention = str(getattr(model.config, "_attn_implementation", "") or "sdpa")
