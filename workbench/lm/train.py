@@ -443,11 +443,12 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
     lm_tok = _prepare_tokenizer(config, [u.text for u in train_utts], codec.codebook_size, run_dir, dist_info)
     tokenizer, layout = lm_tok.tokenizer, lm_tok.layout
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else layout.speech_generation_end
-    alignments = None
+    alignments, alignments_path = None, None
     if config.sequence_layout == "interleaved":
         from workbench.align.forced import ALIGNMENT_FILE, load_alignments
 
-        alignments = load_alignments(config.alignments or shards_dir / ALIGNMENT_FILE)
+        alignments_path = Path(config.alignments or shards_dir / ALIGNMENT_FILE).resolve()
+        alignments = load_alignments(alignments_path)
     train_set = encode_utterances(train_utts, tokenizer, layout, config.max_seq_len, config.too_long, alignments)
     valid_set = encode_utterances(valid_utts, tokenizer, layout, config.max_seq_len, config.too_long, alignments)
     if len(train_set) == 0 and train_set.n_unaligned:
@@ -665,7 +666,8 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
     if dist_info.is_main and not stopped_early:
         save_checkpoint(model_dir, final_model, tokenizer, layout, codec=codec,
                         extra={"preset": config.preset, "step": state["step"], "run_id": run_id,
-                               "sequence_layout": config.sequence_layout, "text_frontend": config.text_frontend})
+                               "sequence_layout": config.sequence_layout, "text_frontend": config.text_frontend,
+                               **({"alignments": str(alignments_path)} if alignments_path else {})})
     _barrier(dist_info)
     result = LMTrainResult(
         run_id=run_id, run_dir=str(run_dir), model_dir=str(model_dir), preset=config.preset,

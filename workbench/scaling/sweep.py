@@ -30,6 +30,9 @@ class SweepConfig:
     grid: Literal["product", "isoflop"] = "product"
     flop_budgets: tuple[float, ...] = ()
     train_profile: str = "cpu"  # LMTrainConfig profile every point starts from
+    # "" = the train profile's; "interleaved" trains every point on the interleaved layout with the
+    # character front-end (workbench.lm.interleaved; needs <tokens>/alignments.json)
+    sequence_layout: str = ""
     executor: Literal["local", "inline", "slurm", "submitit-local"] = "local"
     max_workers: int = 2
     memory_per_job_gb: float = 2.0
@@ -77,14 +80,22 @@ def shards_key(shards_dir: str | Path) -> str:
 
     from workbench.data.token_shards import INDEX_NAME
 
-    return hashlib.sha256((Path(shards_dir) / INDEX_NAME).read_bytes()).hexdigest()[:6]
+    digest = hashlib.sha256((Path(shards_dir) / INDEX_NAME).read_bytes())
+    alignments = Path(shards_dir) / "alignments.json"  # what interleaved runs train on besides the tokens
+    if alignments.exists():
+        digest.update(alignments.read_bytes())
+    return digest.hexdigest()[:6]
 
 
 def sweep_points(config: SweepConfig, n_params_of: Any = None, data_key: str = "") -> list[SweepPoint]:
     """The grid as a list of points with deterministic run ids (`data_key` names the tokens)."""
     from workbench.lm.train import LMTrainConfig
 
-    base = for_profile(LMTrainConfig, config.train_profile, seed=config.seed, progress=False)
+    layout = {}
+    if config.sequence_layout:
+        layout = dict(sequence_layout=config.sequence_layout,
+                      text_frontend="chars" if config.sequence_layout == "interleaved" else "bpe")
+    base = for_profile(LMTrainConfig, config.train_profile, seed=config.seed, progress=False, **layout)
     triples: list[tuple[str, int, float]]
     if config.grid == "product":
         triples = [(size, budget, 0.0) for size in config.sizes for budget in config.token_budgets]

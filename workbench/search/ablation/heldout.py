@@ -91,4 +91,12 @@ def lm_text_gain(lm: Any, codec: Any, config: AblationConfig, max_utterances: in
         wav, _ = load_audio(u.resolve(root), int(codec.sample_rate))
         encoded.append(TokenizedUtterance(u.utterance_id, u.speaker, u.text, u.split,
                                           codec.encode(wav[:1], int(codec.sample_rate))[0]))
-    return text_conditioning_gain(lm.model, lm.tokenizer, lm.layout, encoded)
+    alignments = None
+    if lm.meta.get("sequence_layout") == "interleaved":
+        # The held-out utterances' own alignments, made with the LM's tokens (all splits are aligned);
+        # re-encoded clips match them frame for frame only when the search codec is the LM's.
+        from workbench.align.forced import load_alignments
+
+        alignments = {k: a for k, a in load_alignments(lm.meta["alignments"]).items()
+                      if any(u.utterance_id == k and u.n_frames == sum(a.frames) for u in encoded)}
+    return text_conditioning_gain(lm.model, lm.tokenizer, lm.layout, encoded, alignments=alignments)
