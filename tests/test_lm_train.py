@@ -195,7 +195,7 @@ def test_resume_matches_uninterrupted_run(shards, tmp_path):
     config = tiny_config(max_steps=8, checkpoint_every=4, eval_every=4, log_every=1, lr=5e-3)
     straight = train_lm(config, shards, run_id="straight", root=tmp_path)
     partial = train_lm(config, shards, run_id="resumed", root=tmp_path, stop_after_steps=4)
-    assert partial.steps == 4
+    assert partial.steps == 4 and not partial.completed
     meta = json.loads((tmp_path / "lm" / "resumed" / "meta.json").read_text())
     assert meta["status"] == "interrupted"
     resumed = train_lm(config, shards, run_id="resumed", root=tmp_path)

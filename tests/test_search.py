@@ -83,10 +83,13 @@ def setup():
 
 
 def _run(setup, strategy: str, verifier, budget: int, seed: int, **options):  # type: ignore[no-untyped-def]
+    from workbench.lm.model import LoadedLM
+
     model, tok, layout, codec = setup
-    return search.get(strategy)(model, tok, layout, codec, TEXT, verifiers=verifier, budget=budget,
-                                sampling=SamplingConfig(), seed=seed,
-                                options=search.SearchOptions(step_tokens=STEP, **options))
+    lm = LoadedLM(model=model, tokenizer=tok, layout=layout, codec=None, meta={})
+    return search.get(strategy)(search.SearchRequest(
+        lm=lm, codec=codec, text=TEXT, verifiers=verifier, budget=budget, sampling=SamplingConfig(), seed=seed,
+        options=search.SearchOptions(step_tokens=STEP, **options)))
 
 
 def test_registry_names_and_errors():
@@ -97,6 +100,15 @@ def test_registry_names_and_errors():
     assert search.beam_shape(8, beam_width=3) == (3, 3)
     # 20 frames per word at 50 Hz (+ margin and the end token)
     assert search.max_new_tokens_for("one two three", 50.0) == 3 * 20 + 50 + 1
+
+
+def test_a_request_for_fewer_than_one_candidate_is_refused_naming_the_budget(setup):
+    from workbench.lm.model import LoadedLM
+
+    model, tok, layout, codec = setup
+    lm = LoadedLM(model=model, tokenizer=tok, layout=layout, codec=None, meta={})
+    with pytest.raises(search.SearchError, match="budget must be >= 1, got 0"):
+        search.SearchRequest(lm=lm, codec=codec, text=TEXT, verifiers=verifiers.get("test-even-codes"), budget=0)
 
 
 def test_best_of_n_picks_the_max_and_counts_exactly(setup):

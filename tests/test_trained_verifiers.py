@@ -52,9 +52,12 @@ def _write_corpus(root: Path, corpus: str, rows: list[list[str]], split_of) -> N
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
+    return write_tiny_data(tmp_path_factory.mktemp("data"))
+
+
+def write_tiny_data(root: Path) -> Path:
     """Kathleen: the 6 shortest clips of the first 60 as train, 3 more as valid and test;
     VCTK: 4 speakers x 10 clips, p225 held out whole (test), 2 test clips of each other speaker."""
-    root = tmp_path_factory.mktemp("data")
     kathleen = sorted(_rows("kathleen")[:60], key=lambda r: len(r[3]))
     train_ids = {r[2] for r in kathleen[:6]}
     valid_ids = {r[2] for r in kathleen[6:9]}
@@ -142,9 +145,10 @@ def test_asr_resume_matches_uninterrupted(tiny_data, workdirs) -> None:
     config = _asr_config(tiny_data, width=32, n_blocks=1, max_steps=8, checkpoint_every=100, eval_every=100,
                          log_every=2, max_eval_utterances=2)
     full = train_asr(config, run_id="full")
-    with pytest.raises(KeyboardInterrupt):
-        train_asr(config, run_id="split", stop_after_steps=3)
+    partial = train_asr(config, run_id="split", stop_after_steps=3)
+    assert partial.steps == 3 and not partial.completed
     resumed = train_asr(config, run_id="split")
+    assert resumed.completed
     assert resumed.steps == full.steps == 8
     a, b = _state(Path(full.model_path)), _state(Path(resumed.model_path))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
@@ -325,9 +329,10 @@ def test_speaker_resume_matches_uninterrupted(tiny_data, workdirs) -> None:
     config = _speaker_config(tiny_data, max_steps=4, checkpoint_every=100, log_every=1,
                              max_eval_clips_per_speaker=1)
     full = train_speaker(config, run_id="full")
-    with pytest.raises(KeyboardInterrupt):
-        train_speaker(config, run_id="split", stop_after_steps=2)
+    partial = train_speaker(config, run_id="split", stop_after_steps=2)
+    assert partial.steps == 2 and not partial.completed
     resumed = train_speaker(config, run_id="split")
+    assert resumed.completed
     a, b = _state(Path(full.model_path)), _state(Path(resumed.model_path))
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
 

@@ -118,6 +118,13 @@ class Run:
     dir: Path
     config: Any
     meta: dict[str, Any] = field(default_factory=dict)
+    stop_reason: str | None = None  # set by `stop_early`
+
+    def stop_early(self, reason: str) -> None:
+        """End this run ``interrupted`` (resumable, as a preemption leaves it) rather than
+        ``finished`` when its block exits normally: a trainer that stopped before its end on
+        purpose (`workbench.training.StopAfter`) returns its result without raising."""
+        self.stop_reason = reason
 
     def log(self, step: int | None = None, **metrics: Any) -> None:
         """Append one line to metrics.jsonl (flushed and fsynced: survives a crash)."""
@@ -274,8 +281,8 @@ def start_run(
     """Create (or reopen, when `run_id` names an existing run) ``runs/<kind>/<run_id>/``.
 
     Inside the block the status is ``running``; leaving it normally marks ``finished``, an
-    exception ``failed`` (with the error; the traceback goes to error.log), Ctrl-C or SIGTERM
-    ``interrupted``. Reopening an existing run keeps its metrics and artifacts so that training can
+    exception ``failed`` (with the error; the traceback goes to error.log), Ctrl-C, SIGTERM or
+    `Run.stop_early` ``interrupted``. Reopening an existing run keeps its metrics and artifacts so that training can
     resume from checkpoints; its config must be the same (`RunConfigMismatch` otherwise), and only
     one process may hold it (`workbench.run_lock.RunLockedError` otherwise). Either error is raised
     before the run's files are touched. An exception leaving the block carries ``run_dir``.
@@ -344,7 +351,10 @@ def start_run(
             run.set_status("failed", error=f"{type(error).__name__}: {error}")
         raise
     else:
-        run.set_status("finished")
+        if run.stop_reason is not None:
+            run.set_status("interrupted", error=run.stop_reason)
+        else:
+            run.set_status("finished")
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -1,14 +1,22 @@
-"""What every trainer shares and nothing model-specific: the learning-rate schedule and the saved
-random state. Each model keeps its own visible loop (`lm/train.py`, `codec/train.py`,
-`checkmodels/asr_train.py`, `checkmodels/speaker_train.py`); the pieces below were written in each
-of them before, and a fix to one had to be made four times."""
+"""What every trainer shares and nothing model-specific: the learning-rate schedule, the saved
+random state and the `stop_after_steps` rule. Each model keeps its own visible loop
+(`lm/train.py`, `codec/train.py`, `checkmodels/asr_train.py`, `checkmodels/speaker_train.py`); the
+pieces below were written in each of them before, and a fix to one had to be made four times.
+
+Stopping early (`stop_after_steps`, a simulated preemption for resume tests and budgeted calls),
+the same in all four trainers: after the first optimizer step at or past `stop_after_steps`, and
+only when that step is not already the run's own end, the trainer saves its checkpoint, writes its
+summary with ``completed: false``, leaves the run marked ``interrupted`` (resumable: the same call
+with the same run id continues from the checkpoint; never ``finished``, so nothing reuses it as a
+done run), skips what only a finished run makes (the final model file, the final evaluation) and
+returns its usual typed result with ``completed=False``. Nothing is raised."""
 
 from __future__ import annotations
 
 import math
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
@@ -54,3 +62,28 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _StoppableRun(Protocol):
+    def stop_early(self, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class StopAfter:
+    """The `stop_after_steps` argument of a trainer (None: run to the end), checked once per step."""
+
+    steps: int | None
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)
+                                       or self.steps < 1):
+            raise ValueError(f"stop_after_steps={self.steps!r}: must be a whole number of steps >= 1, or None")
+
+    def due(self, step: int, *, done: bool) -> bool:
+        """Stop now, after optimizer step `step`? Never when that step ends the run anyway (`done`)."""
+        return self.steps is not None and step >= self.steps and not done
+
+    def leave_resumable(self, run: _StoppableRun | None) -> None:
+        """Mark `run` (None on a process that does not own it) to end ``interrupted``, not finished."""
+        if run is not None:
+            run.stop_early(f"stop_after_steps={self.steps} reached")

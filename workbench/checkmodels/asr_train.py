@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
 from workbench.settings import stage_profiles
-from workbench.training import warmup_cosine
+from workbench.training import StopAfter, warmup_cosine
 
 RUN_KIND = "asr"
 CODEC_SUFFIX = "@codec"
@@ -157,6 +157,7 @@ class ASRTrainResult:
     final_train_loss: float
     train_wall_s: float  # the optimisation loop only
     wall_s: float  # everything, including loading data and the final evaluation
+    completed: bool  # reached max_steps (False: stopped by stop_after_steps; no model.pt, no eval yet)
     eval: dict[str, ASREval] = field(default_factory=dict)
     reused: bool = False
     n_codec_utterances: int = 0  # resynthesised copies among n_train_utterances
@@ -337,11 +338,12 @@ def _result_from_run(run_dir: Path, reused: bool) -> ASRTrainResult:
     import json
 
     summary = json.loads((run_dir / "summary.json").read_text())
-    skip = ("eval", "reused", "train_sets_used")
+    skip = ("eval", "reused", "train_sets_used", "completed")
     fields_ = {k: summary[k] for k in ASRTrainResult.__dataclass_fields__ if k in summary and k not in skip}
     evals = {k: _eval_from_dict(v) for k, v in summary.get("eval", {}).items()}
+    # runs finished before the key was written completed (only finished runs are reused)
     return ASRTrainResult(**fields_, train_sets_used=tuple(summary.get("train_sets_used", ())), eval=evals,
-                          reused=reused)
+                          reused=reused, completed=summary.get("completed", True))
 
 
 def train_asr(config: ASRTrainConfig, run_id: str | None = None, root: str | Path | None = None, *,
@@ -350,12 +352,14 @@ def train_asr(config: ASRTrainConfig, run_id: str | None = None, root: str | Pat
 
     With `reuse` (and no `run_id`), a finished run with the same config hash under `root` is
     returned instead of training again. `run_id` naming an existing run resumes it from its last
-    checkpoint. `stop_after_steps` stops after that many steps (having saved a checkpoint), as a
-    preemption would, and raises KeyboardInterrupt (the run is marked interrupted); used to test resume.
+    checkpoint. `stop_after_steps` stops early as `workbench.training` describes for every trainer
+    (checkpoint, run left "interrupted" and resumable, no model.pt or final evaluation, result with
+    ``completed=False``).
     """
     from workbench.config import config_hash
     from workbench.runs import find_runs, start_run
 
+    stop = StopAfter(stop_after_steps)
     if reuse and run_id is None:
         for run_dir in reversed(find_runs(RUN_KIND, root=root, status="finished",
                                           config_hash_value=config_hash(config))):
@@ -366,13 +370,13 @@ def train_asr(config: ASRTrainConfig, run_id: str | None = None, root: str | Pat
     threads = torch.get_num_threads()
     try:
         with start_run(RUN_KIND, config, root=root, run_id=run_id, seed=config.seed) as run:
-            _train(config, run, stop_after_steps)
+            _train(config, run, stop)
     finally:
         torch.set_num_threads(threads)  # a notebook or test session keeps its own setting
     return _result_from_run(run.dir, reused=False)
 
 
-def _train(config: ASRTrainConfig, run, stop_after_steps: int | None) -> None:
+def _train(config: ASRTrainConfig, run, stop: StopAfter) -> None:
     import torch
     from tqdm.auto import tqdm
 
@@ -484,6 +488,7 @@ def _train(config: ASRTrainConfig, run, stop_after_steps: int | None) -> None:
     wall_before, loop_start, eval_s = train_wall_s, time.perf_counter(), 0.0
     tick = loop_start
     bar = tqdm(total=config.max_steps, initial=step, desc="asr", disable=not config.progress, unit="step")
+    stopped = False
     while step < config.max_steps:
         if position >= len(order):
             epoch, position = epoch + 1, 0
@@ -525,10 +530,20 @@ def _train(config: ASRTrainConfig, run, stop_after_steps: int | None) -> None:
             run.log(step, valid_wer=valid.wer, valid_cer=valid.cer)
             eval_s += time.perf_counter() - eval_start
             tick += time.perf_counter() - eval_start  # throughput excludes decoding too
-        common.checkpoint_or_stop(step, config.max_steps, config.checkpoint_every, stop_after_steps,
-                                          save_checkpoint, bar)
+        if common.checkpoint_or_stop(step, config.max_steps, config.checkpoint_every, stop, save_checkpoint):
+            stopped = True
+            break
     bar.close()
 
+    so_far = dict(run_id=run.run_id, run_dir=str(run.dir), n_params=n_parameters(model), steps=step,
+                  epochs=epoch + position / max(1, len(order)), n_train_utterances=len(train_clips),
+                  n_train_hours=n_train_hours, n_dropped_overlap=n_dropped, final_train_loss=last_loss,
+                  n_codec_utterances=len(codec_clips), train_sets_used=train_names, train_wall_s=train_wall_s)
+    if stopped:
+        stop.leave_resumable(run)
+        run.summary(**so_far, model_path=str(run.dir / "model.pt"), wall_s=time.perf_counter() - wall_start,
+                    eval={}, completed=False)
+        return
     model.eval()
     model_path = save_model(model, run.artifact("model.pt"),
                             extra={"run_id": run.run_id, "steps": step, "train_sets": list(config.train_sets)})
@@ -539,13 +554,8 @@ def _train(config: ASRTrainConfig, run, stop_after_steps: int | None) -> None:
     for name, result in evals.items():
         run.log(step, **{f"{name}/wer": result.wer, f"{name}/cer": result.cer,
                          f"{name}/lexicon_lm_wer": result.lexicon_lm_wer})
-    run.summary(run_id=run.run_id, run_dir=str(run.dir), model_path=str(model_path), n_params=n_parameters(model),
-                steps=step, epochs=epoch + position / max(1, len(order)), n_train_utterances=len(train_clips),
-                n_train_hours=n_train_hours, n_dropped_overlap=n_dropped, final_train_loss=last_loss,
-                n_codec_utterances=len(codec_clips),
-                train_sets_used=train_names,
-                train_wall_s=train_wall_s, wall_s=time.perf_counter() - wall_start,
-                eval={k: asdict(v) for k, v in evals.items()})
+    run.summary(**so_far, model_path=str(model_path), wall_s=time.perf_counter() - wall_start,
+                eval={k: asdict(v) for k, v in evals.items()}, completed=True)
 
 
 def add_baseline(result: ASREval, clips: Sequence[Clip], verifier_name: str = "pocketsphinx") -> ASREval:

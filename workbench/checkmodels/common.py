@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar
 
 from workbench.errors import VerifierError
+from workbench.training import StopAfter
 
 MODEL_FILE = "model.pt"
 
@@ -40,16 +41,15 @@ def resolve_model_path(model: str | Path | None, root: str | Path | None, *, ver
     return path.resolve()
 
 
-def checkpoint_or_stop(step: int, max_steps: int, checkpoint_every: int, stop_after_steps: int | None,
-                       save_checkpoint: Callable[[], None], bar: Any) -> None:
-    """The end of a training step in both verifier trainers: save a checkpoint every
-    `checkpoint_every` steps, at the end and at `stop_after_steps`; then, at `stop_after_steps`
-    before the end, close the progress bar and stop as an interruption would (the run resumes)."""
-    if step % checkpoint_every == 0 or step == max_steps or step == stop_after_steps:
+def checkpoint_or_stop(step: int, max_steps: int, checkpoint_every: int, stop: StopAfter,
+                       save_checkpoint: Callable[[], None]) -> bool:
+    """The end of a training step in both check-model trainers: save a checkpoint every
+    `checkpoint_every` steps, at the end and where `stop` is due; True when the loop stops there
+    (before its end, as `workbench.training` describes)."""
+    due = stop.due(step, done=step >= max_steps)
+    if step % checkpoint_every == 0 or step == max_steps or due:
         save_checkpoint()
-    if stop_after_steps is not None and max_steps > step >= stop_after_steps:
-        bar.close()
-        raise KeyboardInterrupt(f"stop_after_steps={stop_after_steps} reached")
+    return due
 
 
 class ModelCache(Generic[M]):

@@ -18,7 +18,7 @@ from workbench.checkmodels.speaker_model import (CHECKPOINT_FILE, MODEL_FILE, RU
                                                  SpeakerEncoder, SpeakerModelSpec, save_model,
                                                  speaker_features)
 from workbench.settings import stage_profiles
-from workbench.training import warmup_cosine
+from workbench.training import StopAfter, warmup_cosine
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,6 +108,7 @@ class SpeakerTrainResult:
     final_train_accuracy: float
     train_wall_s: float
     wall_s: float
+    completed: bool  # reached max_steps (False: stopped by stop_after_steps; no model.pt, no eval yet)
     eval: dict[str, SpeakerEval] = field(default_factory=dict)
     baseline_eval: dict[str, SpeakerEval] = field(default_factory=dict)  # filled by `evaluate_speaker` callers
     reused: bool = False
@@ -241,10 +242,13 @@ def _result_from_run(run_dir: Path, reused: bool) -> SpeakerTrainResult:
 
     s = json.loads((run_dir / "summary.json").read_text())
     simple = {k: s[k] for k in SpeakerTrainResult.__dataclass_fields__
-              if k in s and k not in ("eval", "baseline_eval", "reused", "unseen_speakers", "corpora_used")}
+              if k in s and k not in ("eval", "baseline_eval", "reused", "unseen_speakers", "corpora_used",
+                                      "completed")}
+    # runs finished before the key was written completed (only finished runs are reused)
     return SpeakerTrainResult(**simple, unseen_speakers=tuple(s.get("unseen_speakers", ())),
                               corpora_used=tuple(s.get("corpora_used", ())), eval=_eval_dict(s.get("eval", {})),
-                              baseline_eval=_eval_dict(s.get("baseline_eval", {})), reused=reused)
+                              baseline_eval=_eval_dict(s.get("baseline_eval", {})), reused=reused,
+                              completed=s.get("completed", True))
 
 
 def train_speaker(config: SpeakerTrainConfig, run_id: str | None = None, root: str | Path | None = None, *,
@@ -253,14 +257,16 @@ def train_speaker(config: SpeakerTrainConfig, run_id: str | None = None, root: s
     """Train the speaker encoder (run kind "speaker") and evaluate it on held-out clips.
 
     With `reuse` (and no `run_id`), a finished run with the same config hash is returned instead.
-    `run_id` naming an existing run resumes it from its checkpoint. `stop_after_steps` saves a
-    checkpoint and raises KeyboardInterrupt there (a simulated preemption, for tests).
+    `run_id` naming an existing run resumes it from its checkpoint. `stop_after_steps` stops early
+    as `workbench.training` describes for every trainer (checkpoint, run left "interrupted" and
+    resumable, no model.pt or final evaluation, result with ``completed=False``).
     `baseline` names a registered speaker verifier (e.g. "resemblyzer") to evaluate on the same
     pairs, for comparison (summary key `baseline_eval`).
     """
     from workbench.config import config_hash
     from workbench.runs import find_runs, start_run
 
+    stop = StopAfter(stop_after_steps)
     if reuse and run_id is None:
         for run_dir in reversed(find_runs(RUN_KIND, root=root, status="finished",
                                           config_hash_value=config_hash(config))):
@@ -271,13 +277,13 @@ def train_speaker(config: SpeakerTrainConfig, run_id: str | None = None, root: s
     threads = torch.get_num_threads()
     try:
         with start_run(RUN_KIND, config, root=root, run_id=run_id, seed=config.seed) as run:
-            _train(config, run, stop_after_steps, baseline)
+            _train(config, run, stop, baseline)
     finally:
         torch.set_num_threads(threads)  # a notebook or test session keeps its own setting
     return _result_from_run(run.dir, reused=False)
 
 
-def _train(config: SpeakerTrainConfig, run, stop_after_steps: int | None, baseline: str | None) -> None:
+def _train(config: SpeakerTrainConfig, run, stop: StopAfter, baseline: str | None) -> None:
     from tqdm.auto import tqdm
 
     from workbench.checkpoints import load_resume_state, save_checkpoint_file
@@ -325,6 +331,7 @@ def _train(config: SpeakerTrainConfig, run, stop_after_steps: int | None, baseli
     last_loss = last_acc = float("nan")
     wall_before, loop_start = train_wall_s, time.perf_counter()
     bar = tqdm(total=config.max_steps, initial=step, desc="speaker", disable=not config.progress, unit="step")
+    stopped = False
     while step < config.max_steps:
         # Class-balanced batch: every speaker equally likely, whatever its number of clips.
         chosen = sampler.sample(labels_all, min(config.speakers_per_batch, len(labels_all)))
@@ -350,10 +357,20 @@ def _train(config: SpeakerTrainConfig, run, stop_after_steps: int | None, baseli
             bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{acc_sum / count:.2f}")
             loss_sum = acc_sum = 0.0
             count = 0
-        common.checkpoint_or_stop(step, config.max_steps, config.checkpoint_every, stop_after_steps,
-                                          save_checkpoint, bar)
+        if common.checkpoint_or_stop(step, config.max_steps, config.checkpoint_every, stop, save_checkpoint):
+            stopped = True
+            break
     bar.close()
 
+    so_far = dict(run_id=run.run_id, run_dir=str(run.dir), n_params=n_params, steps=step,
+                  n_train_speakers=len(data.speakers), n_train_clips=len(data.train),
+                  unseen_speakers=sorted(data.unseen), corpora_used=list(data.corpora_used),
+                  final_train_loss=last_loss, final_train_accuracy=last_acc, train_wall_s=train_wall_s)
+    if stopped:
+        stop.leave_resumable(run)
+        run.summary(**so_far, model_path=str(run.dir / MODEL_FILE), wall_s=time.perf_counter() - wall_start,
+                    eval={}, baseline=baseline, baseline_eval={}, completed=False)
+        return
     model.eval()
     model_path = save_model(model, run.artifact(MODEL_FILE), extra={"run_id": run.run_id, "steps": step,
                                                                    "speakers": data.speakers})
@@ -367,12 +384,9 @@ def _train(config: SpeakerTrainConfig, run, stop_after_steps: int | None, baseli
 
         verifier = get(baseline)
         baseline_evals = evaluate_speaker(verifier.embed, data.eval, data.unseen)  # type: ignore[attr-defined]
-    run.summary(run_id=run.run_id, run_dir=str(run.dir), model_path=str(model_path), n_params=n_params, steps=step,
-                n_train_speakers=len(data.speakers), n_train_clips=len(data.train),
-                unseen_speakers=sorted(data.unseen), corpora_used=list(data.corpora_used),
-                final_train_loss=last_loss, final_train_accuracy=last_acc, train_wall_s=train_wall_s,
-                wall_s=time.perf_counter() - wall_start, eval={k: asdict(v) for k, v in evals.items()},
-                baseline=baseline, baseline_eval={k: asdict(v) for k, v in baseline_evals.items()})
+    run.summary(**so_far, model_path=str(model_path), wall_s=time.perf_counter() - wall_start,
+                eval={k: asdict(v) for k, v in evals.items()}, baseline=baseline,
+                baseline_eval={k: asdict(v) for k, v in baseline_evals.items()}, completed=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -50,7 +50,7 @@ from workbench.codec.losses import (
 from workbench.codec.model import CodecModel, build_model, count_parameters
 from workbench.codec.semantic_head import CTCHead, TranscribedSampler, character_vocab, ctc_loss
 from workbench.config import to_dict
-from workbench.training import WarmupCosine, rng_state, set_rng_state
+from workbench.training import StopAfter, WarmupCosine, rng_state, set_rng_state
 
 RUN_KIND = "codec"
 
@@ -59,13 +59,14 @@ RUN_KIND = "codec"
 class CodecTrainResult:
     run_dir: Path
     codec_path: Path  # what load_codec reads: codec.pt, or the run dir itself for a fine-tuned X-codec2
+    # (written once the run completes)
     steps: int  # optimisation steps done in total (across resumes)
     completed: bool  # reached max_steps (False: stopped by stop_after_steps)
     train_wall_s: float  # training wall time in total (across resumes), excluding data loading;
     # measured and reported, never used to schedule or stop
     resumed_from_step: int  # 0 for a fresh run
     final_train_mel_loss: float
-    valid_mel_distance: float
+    valid_mel_distance: float  # final evaluation; stopped early: the last periodic one (NaN if none)
     valid_codebook_usage: float
     n_params: int
 
@@ -143,13 +144,15 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
 
     `data_dir` is a prepared corpus (manifest.jsonl) or a transcripts.tsv folder; its train split
     is used for training and the first `n_eval_utterances` of its valid split for periodic eval.
-    `stop_after_steps` ends the call after that many total steps with a checkpoint, as an
-    interruption would (used by the resume test). Returns where everything was written."""
+    `stop_after_steps` stops early as `workbench.training` describes for every trainer (checkpoint,
+    run left "interrupted" and resumable, no codec.pt or final evaluation, result with
+    ``completed=False``). Returns where everything was written."""
     from tqdm.auto import tqdm
 
     from workbench.devices import resolve_device
     from workbench.runs import start_run
 
+    stop = StopAfter(stop_after_steps)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     # The model, discriminators, losses and every batch live here. Without it the gpu profile
@@ -254,12 +257,10 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
 
         model.train()
         last_mel, stopped = float("nan"), False
+        last_valid = ValidEval(float("nan"), float("nan"), 0)
         bar = tqdm(total=config.max_steps, initial=step, disable=not progress, desc="codec", unit="step")
         window_start, window_steps = time.perf_counter(), 0
         while step < config.max_steps:
-            if stop_after_steps is not None and step >= stop_after_steps:
-                stopped = True
-                break
             tick = time.perf_counter()
             real = sampler.next_batch().to(device, non_blocking=True)
             out = model(real)
@@ -328,27 +329,36 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
                         gan=gan_on, **metrics)
                 window_start, window_steps = now, 0
             if valid_audio.wavs and (step % config.eval_every == 0 or step == config.max_steps):
-                valid = evaluate_valid(model, valid_audio.wavs, mel_loss)
-                run.log(step, valid_mel_distance=valid.mel_distance, valid_codebook_usage=valid.codebook_usage)
+                last_valid = evaluate_valid(model, valid_audio.wavs, mel_loss)
+                run.log(step, valid_mel_distance=last_valid.mel_distance,
+                        valid_codebook_usage=last_valid.codebook_usage)
             if step % config.checkpoint_every == 0:
                 save_checkpoint()
+            if stop.due(step, done=step >= config.max_steps):
+                stopped = True
+                break
         bar.close()
 
         save_checkpoint()
-        if finetune is not None:
-            codec_path = model.save_pretrained(run.dir)  # load_codec(run_dir) reads it as X-codec2
+        completed = not stopped
+        if stopped:
+            stop.leave_resumable(run)
+            codec_path = run.dir if finetune is not None else run.dir / CODEC_NAME
+            valid = last_valid
         else:
-            codec_path = save_codec(run.dir / CODEC_NAME, model, step)
-        valid = (evaluate_valid(model, valid_audio.wavs, mel_loss) if valid_audio.wavs
-                 else ValidEval(float("nan"), float("nan"), 0))
-        completed = step >= config.max_steps
+            if finetune is not None:
+                codec_path = model.save_pretrained(run.dir)  # load_codec(run_dir) reads it as X-codec2
+            else:
+                codec_path = save_codec(run.dir / CODEC_NAME, model, step)
+            valid = (evaluate_valid(model, valid_audio.wavs, mel_loss) if valid_audio.wavs
+                     else ValidEval(float("nan"), float("nan"), 0))
         run.summary(steps=step, completed=completed, train_wall_s=train_wall_s, n_params=n_params,
                     final_train_mel_loss=last_mel, valid_mel_distance=valid.mel_distance,
                     valid_codebook_usage=valid.codebook_usage, codebook_size=model.codebook_size,
                     frame_rate_hz=sample_rate / model.hop_length, sample_rate=sample_rate,
                     init_from=config.init_from or None)
         return CodecTrainResult(
-            run_dir=run.dir, codec_path=codec_path, steps=step, completed=completed and not stopped,
+            run_dir=run.dir, codec_path=codec_path, steps=step, completed=completed,
             train_wall_s=train_wall_s, resumed_from_step=resumed_from, final_train_mel_loss=last_mel,
             valid_mel_distance=valid.mel_distance, valid_codebook_usage=valid.codebook_usage,
             n_params=n_params,

@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Literal
 from workbench.atomic import atomic_write_text
 from workbench.config import for_profile, from_params
 from workbench.settings import stage_profiles
-from workbench.training import WarmupCosine, rng_state, set_rng_state
+from workbench.training import StopAfter, WarmupCosine, rng_state, set_rng_state
 
 TRAINER_STATE_FILE = "trainer_state.pt"
 LATEST_FILE = "latest"
@@ -118,15 +118,6 @@ class LMTrainConfig:
                              "its units are characters")
 
 
-class _StopRequested(KeyboardInterrupt):
-    """Raised inside the run block by `stop_after_steps` so that the run is recorded as
-    interrupted (like a preemption), carrying the partial result out."""
-
-    def __init__(self, result: "LMTrainResult") -> None:
-        super().__init__("stop_after_steps reached")
-        self.result = result
-
-
 @dataclass
 class LMTrainResult:
     """What a sweep needs from one run (also written to the run's summary.json)."""
@@ -148,6 +139,7 @@ class LMTrainResult:
     n_train_sequences: int
     n_dropped: int
     n_truncated: int
+    completed: bool  # reached the token budget / max_steps (False: stopped by stop_after_steps)
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -384,9 +376,9 @@ def train_lm(config: LMTrainConfig, shards_dir: str | Path, run_id: str | None =
     """Train one LM on the token shards in `shards_dir`; the single entry point a sweep calls.
 
     Creates (or, when `run_id` names a run with a checkpoint, resumes) ``<root>/lm/<run_id>``.
-    `stop_after_steps` ends the process early after saving a checkpoint, as a preemption would
-    (used to test resume); the run is then marked "interrupted" with ``completed: false`` in its
-    summary, and the partial result is returned. Picklable: a module-level function of picklable arguments.
+    `stop_after_steps` stops early as `workbench.training` describes for every trainer (checkpoint,
+    run left "interrupted" and resumable, no final model, result with ``completed=False``); the
+    model_dir it names is then not written yet. Picklable: a module-level function of picklable arguments.
     Under torchrun every rank calls this with the same arguments.
     """
     import torch
@@ -394,6 +386,7 @@ def train_lm(config: LMTrainConfig, shards_dir: str | Path, run_id: str | None =
     from workbench.runs import new_run_id, runs_root, start_run
 
     wall_start = time.perf_counter()
+    stop = StopAfter(stop_after_steps)
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
     use_cuda = config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available())
@@ -406,13 +399,8 @@ def train_lm(config: LMTrainConfig, shards_dir: str | Path, run_id: str | None =
     run_dir = runs_root(root) / "lm" / run_id
     run_ctx = start_run("lm", config, root=root, run_id=run_id) if dist_info.is_main else contextlib.nullcontext()
     try:
-        try:
-            with run_ctx as run:
-                result = _train(config, Path(shards_dir), run, run_id, run_dir, device, dist_info,
-                                stop_after_steps, wall_start)
-        except _StopRequested as stop:
-            # start_run has marked the run "interrupted"; the caller still gets the numbers so far.
-            result = stop.result
+        with run_ctx as run:
+            result = _train(config, Path(shards_dir), run, run_id, run_dir, device, dist_info, stop, wall_start)
     finally:
         if dist_info.owns_group:
             import torch.distributed as dist
@@ -422,7 +410,7 @@ def train_lm(config: LMTrainConfig, shards_dir: str | Path, run_id: str | None =
 
 
 def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_dir: Path,
-           device: Any, dist_info: _Dist, stop_after_steps: int | None, wall_start: float) -> LMTrainResult:
+           device: Any, dist_info: _Dist, stop: StopAfter, wall_start: float) -> LMTrainResult:
     import torch
     from tqdm.auto import tqdm
 
@@ -653,7 +641,7 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
                         flops=state["flops"], flops_non_embedding=state["flops_non_embedding"])
         if step % config.checkpoint_every == 0 or done():
             save(step)
-        if stop_after_steps is not None and step >= stop_after_steps and not done():
+        if stop.due(step, done=done()):
             if step % config.checkpoint_every:
                 save(step)
             stopped_early = True
@@ -677,11 +665,12 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
         final_train_loss=float(state["last_train_loss"]), final_valid_loss=float(state["last_valid_loss"]),
         wall_s=wall_s, tokens_per_s=state["tokens_seen"] / max(state["train_time_s"], 1e-9),
         n_train_sequences=len(train_set), n_dropped=train_set.n_dropped, n_truncated=train_set.n_truncated,
+        completed=not stopped_early,
     )
     if run is not None:
-        run.summary(**result.to_dict(), completed=not stopped_early, world_size=dist_info.world_size)
+        run.summary(**result.to_dict(), world_size=dist_info.world_size)
     if stopped_early:
-        raise _StopRequested(result)
+        stop.leave_resumable(run)
     return result
 
 

@@ -1,6 +1,7 @@
 """Types, registry and scoring shared by every search strategy (Llasa §5, docs/reference.md §5).
 
-A strategy is a function with one signature (`SearchStrategy`) registered by name with
+A strategy is a function of one `SearchRequest` (the loaded LM, the codec, the sentence, the
+verifiers, the budget and the knobs; the `SearchStrategy` signature) registered by name with
 `@register("name")`; `get(name)` returns it. Every strategy returns a `SearchResult` holding the
 chosen codes and audio, every final candidate with its score (for best/worst export and preference
 pairs), the per-step record of process-verifier decisions, and a `SearchCompute` with the measured
@@ -27,8 +28,9 @@ from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 import torch
 
+from workbench.codec.interface import Codec
 from workbench.lm.generate import SamplingConfig
-from workbench.lm.layout import TokenLayout
+from workbench.lm.model import LoadedLM
 from workbench.verifiers.base import Verifier, VerifierResult
 
 
@@ -90,6 +92,35 @@ class SearchOptions:
             raise SearchError(f"beam_width must be >= 1, got {self.beam_width}")
         if not self.partial_s > 0:
             raise SearchError(f"partial_s must be > 0, got {self.partial_s}")
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """One strategy call: what every strategy needs, typed. `verifiers` may be a lone `Verifier`
+    (it is then the outcome verifier and steers nothing); `budget` is the number of candidates
+    (`sample` records it and draws one)."""
+
+    lm: LoadedLM  # its model, tokenizer and layout; the model is used as it is (put it in eval mode)
+    codec: Codec  # decodes candidates for the verifiers; its frame rate sets the token cap
+    text: str
+    verifiers: SearchVerifiers | Verifier
+    budget: int = 1
+    sampling: SamplingConfig = SamplingConfig()
+    seed: int = 0
+    prompt: VoicePrompt | None = None
+    options: SearchOptions = SearchOptions()
+
+    def __post_init__(self) -> None:
+        if int(self.budget) < 1:
+            raise SearchError(f"budget must be >= 1, got {self.budget}")
+
+    @property
+    def chosen_by(self) -> SearchVerifiers:
+        return as_search_verifiers(self.verifiers)
+
+    @property
+    def frame_rate_hz(self) -> float:
+        return float(self.codec.frame_rate_hz)
 
 
 def max_new_tokens_for(text: str, frame_rate_hz: float, seconds_per_word: float = 0.4,
@@ -192,10 +223,7 @@ class SearchResult:
 
 
 class SearchStrategy(Protocol):
-    def __call__(self, model: Any, tokenizer: Any, layout: TokenLayout, codec: Any, text: str, *,
-                 verifiers: SearchVerifiers | Verifier, budget: int, sampling: SamplingConfig,
-                 seed: int, prompt: VoicePrompt | None = None,
-                 options: SearchOptions = SearchOptions()) -> SearchResult: ...
+    def __call__(self, request: SearchRequest) -> SearchResult: ...
 
 
 _STRATEGIES: dict[str, SearchStrategy] = {}
@@ -239,7 +267,7 @@ class Scorer:
     token-level heuristics and test verifiers score without a trained codec.
     """
 
-    def __init__(self, codec: Any, text: str, prompt: VoicePrompt | None, compute: SearchCompute) -> None:
+    def __init__(self, codec: Codec, text: str, prompt: VoicePrompt | None, compute: SearchCompute) -> None:
         self.codec = codec
         self.text = text
         self.prompt = prompt
@@ -307,7 +335,7 @@ def as_search_verifiers(verifiers: SearchVerifiers | Verifier) -> SearchVerifier
 
 
 __all__ = [
-    "Candidate", "Scorer", "SearchCompute", "SearchError", "SearchOptions", "SearchResult", "SearchStep",
-    "SearchStrategy", "SearchVerifiers", "VoicePrompt", "as_search_verifiers", "available", "beam_shape", "get",
+    "Candidate", "Scorer", "SearchCompute", "SearchError", "SearchOptions", "SearchRequest", "SearchResult",
+    "SearchStep", "SearchStrategy", "SearchVerifiers", "VoicePrompt", "as_search_verifiers", "available", "beam_shape", "get",
     "max_new_tokens_for", "register",
 ]

@@ -11,7 +11,8 @@
   `partial_s` seconds only, then best-of-N with the outcome verifier over full completions of
   the surviving prefixes (budget completions in all, spread evenly over the prefixes).
 
-All take the `SearchStrategy` signature (`workbench.search.base`) and return a `SearchResult`.
+All take one `SearchRequest` (the `SearchStrategy` signature, `workbench.search.base`) and return
+a `SearchResult`.
 """
 
 from __future__ import annotations
@@ -22,11 +23,10 @@ from typing import Any, Iterator
 
 import torch
 
-from workbench.lm.generate import SamplingConfig, generate_speech_tokens
+from workbench.lm.generate import generate_speech_tokens
 from workbench.lm.layout import TokenLayout, TokenSequence, build_inference_prompt
-from workbench.search.base import (Candidate, Scorer, SearchCompute, SearchError, SearchOptions, SearchResult,
-                                   SearchStep, SearchVerifiers, Stopwatch, VoicePrompt, as_search_verifiers,
-                                   beam_shape, max_new_tokens_for, register)
+from workbench.search.base import (Candidate, Scorer, SearchCompute, SearchError, SearchRequest, SearchResult,
+                                   SearchStep, SearchVerifiers, Stopwatch, beam_shape, max_new_tokens_for, register)
 from workbench.search.decoding import DecodeState, Sampler, extend, prefill, prefill_flops, token_flops
 from workbench.verifiers.base import Verifier
 
@@ -34,7 +34,8 @@ from workbench.verifiers.base import Verifier
 # Shared pieces
 
 
-def _prompt_ids(tokenizer: Any, layout: TokenLayout, text: str, prompt: VoicePrompt | None) -> list[int]:
+def _prompt_ids(request: SearchRequest) -> list[int]:
+    tokenizer, layout, text, prompt = request.lm.tokenizer, request.lm.layout, request.text, request.prompt
     if prompt is None:
         return build_inference_prompt(tokenizer, layout, text).input_ids
     # Llasa's recipe joins transcript and target text; a space keeps the two words apart.
@@ -43,10 +44,11 @@ def _prompt_ids(tokenizer: Any, layout: TokenLayout, text: str, prompt: VoicePro
                                   prompt_codes=prompt.codes).input_ids
 
 
-def _token_cap(text: str, codec: Any, sampling: SamplingConfig, options: SearchOptions) -> int:
+def _token_cap(request: SearchRequest) -> int:
+    sampling, options = request.sampling, request.options
     if sampling.max_new_tokens > 0:
         return sampling.max_new_tokens
-    return max_new_tokens_for(text, float(codec.frame_rate_hz), options.seconds_per_word, options.margin_s)
+    return max_new_tokens_for(request.text, request.frame_rate_hz, options.seconds_per_word, options.margin_s)
 
 
 @contextlib.contextmanager
@@ -61,11 +63,6 @@ def _quiet_transformers() -> Iterator[None]:
         yield
     finally:
         hf_logging.set_verbosity(previous)
-
-
-def _check_budget(budget: int) -> None:
-    if int(budget) < 1:
-        raise SearchError(f"budget must be >= 1, got {budget}")
 
 
 def _choose(strategy: str, text: str, budget: int, scorer: Scorer, candidates: list[Candidate],
@@ -104,47 +101,35 @@ def _outcome_step(index: int, verifier: Verifier, candidates: list[Candidate], t
 # Sampling-based strategies (model.generate, one batch)
 
 
-def _sampled(strategy: str, n: int, model: Any, tokenizer: Any, layout: TokenLayout, codec: Any, text: str, *,
-             verifiers: SearchVerifiers | Verifier, budget: int, sampling: SamplingConfig, seed: int,
-             prompt: VoicePrompt | None, options: SearchOptions) -> SearchResult:
+def _sampled(strategy: str, n: int, request: SearchRequest) -> SearchResult:
     clock = Stopwatch()
-    chooser = as_search_verifiers(verifiers).outcome
+    chooser = request.chosen_by.outcome
     compute = SearchCompute()
-    scorer = Scorer(codec, text, prompt, compute)
-    ids = _prompt_ids(tokenizer, layout, text, prompt)
-    config = dataclasses.replace(sampling, num_return_sequences=n, seed=int(seed),
-                                 max_new_tokens=_token_cap(text, codec, sampling, options))
+    scorer = Scorer(request.codec, request.text, request.prompt, compute)
+    ids = _prompt_ids(request)
+    config = dataclasses.replace(request.sampling, num_return_sequences=n, seed=int(request.seed),
+                                 max_new_tokens=_token_cap(request))
     with _quiet_transformers():
-        out = generate_speech_tokens(model, layout, [TokenSequence(input_ids=ids)], config,
-                                     pad_token_id=tokenizer.pad_token_id)
+        out = generate_speech_tokens(request.lm.model, request.lm.layout, [TokenSequence(input_ids=ids)], config,
+                                     pad_token_id=request.lm.tokenizer.pad_token_id)
     compute.tokens_generated = out.n_tokens_generated
     compute.lm_flops = out.flops
     candidates = _score_complete(scorer, chooser, out.codes, out.ended)
-    steps = [_outcome_step(0, chooser, candidates, out.n_tokens_generated, float(codec.frame_rate_hz))]
-    return _choose(strategy, text, budget, scorer, candidates, chooser, compute, steps, clock)
+    steps = [_outcome_step(0, chooser, candidates, out.n_tokens_generated, request.frame_rate_hz)]
+    return _choose(strategy, request.text, request.budget, scorer, candidates, chooser, compute, steps, clock)
 
 
 @register("sample")
-def sample(model: Any, tokenizer: Any, layout: TokenLayout, codec: Any, text: str, *,
-           verifiers: SearchVerifiers | Verifier, budget: int = 1, sampling: SamplingConfig = SamplingConfig(),
-           seed: int = 0, prompt: VoicePrompt | None = None,
-           options: SearchOptions = SearchOptions()) -> SearchResult:
+def sample(request: SearchRequest) -> SearchResult:
     """One sample, scored by the outcome verifier (for the results table; the score chooses
-    nothing). `budget` is recorded but not used."""
-    _check_budget(budget)
-    return _sampled("sample", 1, model, tokenizer, layout, codec, text, verifiers=verifiers, budget=budget,
-                    sampling=sampling, seed=seed, prompt=prompt, options=options)
+    nothing). The budget is recorded but not used."""
+    return _sampled("sample", 1, request)
 
 
 @register("best_of_n")
-def best_of_n(model: Any, tokenizer: Any, layout: TokenLayout, codec: Any, text: str, *,
-              verifiers: SearchVerifiers | Verifier, budget: int, sampling: SamplingConfig = SamplingConfig(),
-              seed: int = 0, prompt: VoicePrompt | None = None,
-              options: SearchOptions = SearchOptions()) -> SearchResult:
+def best_of_n(request: SearchRequest) -> SearchResult:
     """N = budget samples in one KV-cached batch; the outcome verifier picks the best."""
-    _check_budget(budget)
-    return _sampled("best_of_n", int(budget), model, tokenizer, layout, codec, text, verifiers=verifiers,
-                    budget=budget, sampling=sampling, seed=seed, prompt=prompt, options=options)
+    return _sampled("best_of_n", int(request.budget), request)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,12 +213,12 @@ def _reusable(process: Verifier, outcome: Verifier) -> bool:
     return process is outcome and not isinstance(outcome, LexicographicVerifier)
 
 
-def _start(model: Any, tokenizer: Any, layout: TokenLayout, codec: Any, text: str, prompt: VoicePrompt | None,
-           sampling: SamplingConfig, seed: int, compute: SearchCompute) -> tuple[DecodeState, Sampler]:
-    ids = _prompt_ids(tokenizer, layout, text, prompt)
+def _start(request: SearchRequest, compute: SearchCompute) -> tuple[DecodeState, Sampler]:
+    model = request.lm.model
+    ids = _prompt_ids(request)
     state = prefill(model, ids)
     compute.lm_flops += prefill_flops(model.config, len(ids))
-    return state, Sampler(model, layout, sampling, seed)
+    return state, Sampler(model, request.lm.layout, request.sampling, request.seed)
 
 
 @dataclasses.dataclass
@@ -251,40 +236,34 @@ class _BeamRun:
     outcome: _BeamOutcome
 
 
-def _beam_run(model: Any, tokenizer: Any, layout: TokenLayout, codec: Any, text: str, *,
-              verifiers: SearchVerifiers | Verifier, budget: int, sampling: SamplingConfig, seed: int,
-              prompt: VoicePrompt | None, options: SearchOptions, partial: bool) -> _BeamRun:
+def _beam_run(request: SearchRequest, *, partial: bool) -> _BeamRun:
     """Start a beam-based strategy and run its beam phase, (B, N) from `beam_shape(budget,
     options.beam_width)`: up to the token cap, or (`partial`) over the first `options.partial_s`
     seconds."""
-    _check_budget(budget)
     clock = Stopwatch()
-    chosen_by = as_search_verifiers(verifiers)
+    options = request.options
+    chosen_by = request.chosen_by
     compute = SearchCompute()
-    scorer = Scorer(codec, text, prompt, compute)
-    width, n_continuations = beam_shape(int(budget), options.beam_width)
-    cap = _token_cap(text, codec, sampling, options)
-    frame_rate_hz = float(codec.frame_rate_hz)
+    scorer = Scorer(request.codec, request.text, request.prompt, compute)
+    width, n_continuations = beam_shape(int(request.budget), options.beam_width)
+    cap = _token_cap(request)
+    frame_rate_hz = request.frame_rate_hz
     stop_frames = min(cap, max(1, round(options.partial_s * frame_rate_hz))) if partial else cap
-    state, sampler = _start(model, tokenizer, layout, codec, text, prompt, sampling, seed, compute)
+    state, sampler = _start(request, compute)
     steps: list[SearchStep] = []
-    outcome = _beam_phase(model, layout, scorer, chosen_by.process_or_outcome, sampler, state, width=width,
-                          n_continuations=n_continuations, step_tokens=options.step_tokens,
+    outcome = _beam_phase(request.lm.model, request.lm.layout, scorer, chosen_by.process_or_outcome, sampler,
+                          state, width=width, n_continuations=n_continuations, step_tokens=options.step_tokens,
                           stop_frames=stop_frames, steps=steps, frame_rate_hz=frame_rate_hz)
     return _BeamRun(clock=clock, chosen_by=chosen_by, compute=compute, scorer=scorer, sampler=sampler, cap=cap,
                     frame_rate_hz=frame_rate_hz, steps=steps, outcome=outcome)
 
 
 @register("beam")
-def beam(model: Any, tokenizer: Any, layout: TokenLayout, codec: Any, text: str, *,
-         verifiers: SearchVerifiers | Verifier, budget: int, sampling: SamplingConfig = SamplingConfig(),
-         seed: int = 0, prompt: VoicePrompt | None = None,
-         options: SearchOptions = SearchOptions()) -> SearchResult:
+def beam(request: SearchRequest) -> SearchResult:
     """Beam search with the process verifier every `options.step_tokens` tokens, (B, N) from
     `beam_shape(budget, options.beam_width)`; final pick by the outcome verifier among beams that
     ended and beams cut at the token cap."""
-    run = _beam_run(model, tokenizer, layout, codec, text, verifiers=verifiers, budget=budget, sampling=sampling,
-                    seed=seed, prompt=prompt, options=options, partial=False)
+    run = _beam_run(request, partial=False)
     chosen_by, outcome = run.chosen_by, run.outcome
     # Beams that ended, and beams cut at the cap (complete as far as search goes).
     final = outcome.finished + outcome.alive
@@ -297,20 +276,17 @@ def beam(model: Any, tokenizer: Any, layout: TokenLayout, codec: Any, text: str,
         candidates = _score_complete(run.scorer, chosen_by.outcome, [f.codes for f in final], ended,
                                      wavs=[f.wav for f in final])
     run.steps.append(_outcome_step(len(run.steps), chosen_by.outcome, candidates, 0, run.frame_rate_hz))
-    return _choose("beam", text, budget, run.scorer, candidates, chosen_by.outcome, run.compute, run.steps,
-                   run.clock)
+    return _choose("beam", request.text, request.budget, run.scorer, candidates, chosen_by.outcome, run.compute,
+                   run.steps, run.clock)
 
 
 @register("partial_mix")
-def partial_mix(model: Any, tokenizer: Any, layout: TokenLayout, codec: Any, text: str, *,
-                verifiers: SearchVerifiers | Verifier, budget: int, sampling: SamplingConfig = SamplingConfig(),
-                seed: int = 0, prompt: VoicePrompt | None = None,
-                options: SearchOptions = SearchOptions()) -> SearchResult:
+def partial_mix(request: SearchRequest) -> SearchResult:
     """Process-verifier beam search over the first `options.partial_s` seconds, then `budget`
     full completions of the surviving prefixes (spread evenly; beams that already ended count
     as completions too), chosen by the outcome verifier (Llasa §5: SIM for 2 s, then WER)."""
-    run = _beam_run(model, tokenizer, layout, codec, text, verifiers=verifiers, budget=budget, sampling=sampling,
-                    seed=seed, prompt=prompt, options=options, partial=True)
+    run = _beam_run(request, partial=True)
+    model, layout, budget = request.lm.model, request.lm.layout, request.budget
     compute, scorer, outcome = run.compute, run.scorer, run.outcome
     codes = [f.codes for f in outcome.finished]
     wavs: list[torch.Tensor | None] = [f.wav for f in outcome.finished]
@@ -332,8 +308,8 @@ def partial_mix(model: Any, tokenizer: Any, layout: TokenLayout, codec: Any, tex
     candidates = _score_complete(scorer, run.chosen_by.outcome, codes, ended, wavs=wavs)
     run.steps.append(_outcome_step(len(run.steps), run.chosen_by.outcome, candidates,
                                    compute.tokens_generated - tokens_before, run.frame_rate_hz))
-    return _choose("partial_mix", text, budget, scorer, candidates, run.chosen_by.outcome, compute, run.steps,
-                   run.clock)
+    return _choose("partial_mix", request.text, budget, scorer, candidates, run.chosen_by.outcome, compute,
+                   run.steps, run.clock)
 
 
 __all__ = ["beam", "best_of_n", "partial_mix", "sample"]

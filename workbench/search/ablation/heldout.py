@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workbench.codec.interface import Codec
+from workbench.lm.model import LoadedLM
 from workbench.search.ablation.config import AblationConfig
 
 
@@ -77,7 +79,7 @@ TEXT_GAIN_FLOOR_NATS = 0.05
 """Below this text-conditioning gain the LM is reported as not reading its text."""
 
 
-def lm_text_gain(lm: Any, codec: Any, config: AblationConfig, max_utterances: int = 16):
+def lm_text_gain(lm: LoadedLM, codec: Codec, config: AblationConfig, max_utterances: int = 16):
     """`workbench.lm.diagnostics.text_conditioning_gain` of the LM on up to `max_utterances`
     utterances of the held-out split, encoded with the search codec: whether WER search has
     anything to select from."""

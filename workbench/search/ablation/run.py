@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from workbench.codec.interface import Codec
+from workbench.lm.model import LoadedLM, load_lm, read_checkpoint_meta
 from workbench.search.ablation.config import RESULTS_FILE, AblationConfig, AblationResult, AblationRow
 from workbench.search.ablation.heldout import TEXT_GAIN_FLOOR_NATS, held_out_items, lm_text_gain
 from workbench.search.ablation.metrics import ChosenClipMetrics
@@ -16,11 +18,9 @@ from workbench.search.ablation.store import append_jsonl, append_row, read_rows,
 from workbench.search.preferences import CANDIDATES_FILE
 
 
-def search_codec_path(config: AblationConfig, lm: Any = None) -> str:
+def search_codec_path(config: AblationConfig, lm: LoadedLM | None = None) -> str:
     """The codec the ablation decodes with: `codec_path`, else the one the LM checkpoint records
     (from `lm`, a loaded `LoadedLM`, when given; else from the metadata under `lm_path`)."""
-    from workbench.lm.model import read_checkpoint_meta
-
     if config.codec_path:
         return config.codec_path
     if lm is not None:
@@ -32,13 +32,11 @@ def search_codec_path(config: AblationConfig, lm: Any = None) -> str:
     return str(recorded)
 
 
-def _load_lm_quietly(path: str | Path):
+def _load_lm_quietly(path: str | Path) -> LoadedLM:
     """`load_lm` without transformers' "Loading weights" bar: in a live notebook it is a stray
     widget above the search's own progress bar, and it says nothing (the previous bar setting is
     restored, so other callers keep theirs)."""
     from transformers.utils import logging as hf_logging
-
-    from workbench.lm.model import load_lm
 
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
@@ -50,7 +48,7 @@ def _load_lm_quietly(path: str | Path):
 
 
 def run_ablation(config: AblationConfig, *, run_id: str | None = None, root: str | Path | None = None,
-                 progress: bool = True, lm: Any = None, codec: Any = None) -> AblationResult:
+                 progress: bool = True, lm: LoadedLM | None = None, codec: Codec | None = None) -> AblationResult:
     """Run (or resume, with the same `run_id`) the ablation; see the module docstring.
     `lm` (a `LoadedLM`) and `codec` may be passed already loaded (tests, notebooks)."""
     import torch
@@ -60,7 +58,7 @@ def run_ablation(config: AblationConfig, *, run_id: str | None = None, root: str
     from workbench.codec.interface import load_codec
     from workbench.lm.generate import SamplingConfig
     from workbench.runs import start_run
-    from workbench.search import SearchOptions, VoicePrompt, get
+    from workbench.search import SearchOptions, SearchRequest, VoicePrompt, get
     from workbench.search.preferences import candidate_record
 
     start = time.perf_counter()
@@ -74,7 +72,7 @@ def run_ablation(config: AblationConfig, *, run_id: str | None = None, root: str
         codec = load_codec(search_codec_path(config, lm))
     if codec.codebook_size != lm.layout.codebook_size:
         raise ValueError(f"codec has {codec.codebook_size} codes, LM layout {lm.layout.codebook_size}")
-    model = lm.model.eval()
+    lm.model.eval()  # dropout off while sampling
     items = held_out_items(config)
     arms = plan_arms(config)
     sampling = SamplingConfig(temperature=config.temperature, top_p=config.top_p)
@@ -126,9 +124,9 @@ def run_ablation(config: AblationConfig, *, run_id: str | None = None, root: str
                 if config.time_limit_s and time.perf_counter() - start > config.time_limit_s:
                     complete = False
                     break
-                result = get(arm.strategy)(model, lm.tokenizer, lm.layout, codec, item.text,
-                                           verifiers=arm_verifiers[arm.verifier], budget=arm.budget,
-                                           sampling=sampling, seed=seed, prompt=prompt, options=options)
+                result = get(arm.strategy)(SearchRequest(
+                    lm=lm, codec=codec, text=item.text, verifiers=arm_verifiers[arm.verifier], budget=arm.budget,
+                    sampling=sampling, seed=seed, prompt=prompt, options=options))
                 audio_rel = f"audio/{arm.name}/{item.utterance_id}.wav"
                 if result.wav.numel():
                     save_audio(run.artifact(audio_rel), result.wav, sample_rate)
