@@ -136,6 +136,12 @@ class TokenLayout:
             )
         return ids - self.speech_offset
 
+    def speech_codes(self, ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """Codec codes of the speech tokens among `ids`, in order; other ids (the interleaved
+        layout's unit and end-of-unit tokens) are skipped."""
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        return ids[self.is_speech(ids)] - self.speech_offset
+
     def is_speech(self, ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
         ids = torch.as_tensor(ids, dtype=torch.long)
         return (ids >= self.speech_offset) & (ids < self.vocab_size)

@@ -25,6 +25,7 @@ import torch
 
 from workbench.lm.flops import generation_flops
 from workbench.lm.generate import SamplingConfig
+from workbench.lm.interleaved import interleaved_processor, is_interleaved
 from workbench.lm.layout import TokenLayout
 
 
@@ -81,7 +82,9 @@ class Sampler:
         if sampling.repetition_penalty != 1.0:
             processors.append(RepetitionPenaltyLogitsProcessor(sampling.repetition_penalty))
         self.blocked: torch.Tensor | None = None
-        if sampling.speech_only:
+        if is_interleaved(model):  # units forced in turn; between them only speech and end-of-unit
+            processors.append(interleaved_processor(model, layout))
+        elif sampling.speech_only:
             allowed = torch.zeros(model.config.vocab_size, dtype=torch.bool)
             allowed[layout.speech_offset: layout.vocab_size] = True
             allowed[self.end_id] = True

@@ -23,8 +23,9 @@ from typing import Any, Iterator
 
 import torch
 
-from workbench.lm.generate import generate_speech_tokens
-from workbench.lm.layout import TokenLayout, TokenSequence, build_inference_prompt
+from workbench.lm.generate import generate_speech_tokens, tts_prompt
+from workbench.lm.interleaved import is_interleaved, n_units_in
+from workbench.lm.layout import TokenLayout, TokenSequence
 from workbench.search.base import (Candidate, Scorer, SearchCompute, SearchError, SearchRequest, SearchResult,
                                    SearchStep, SearchVerifiers, Stopwatch, beam_shape, max_new_tokens_for, register)
 from workbench.search.decoding import DecodeState, Sampler, extend, prefill, prefill_flops, token_flops
@@ -35,13 +36,13 @@ from workbench.verifiers.base import Verifier
 
 
 def _prompt_ids(request: SearchRequest) -> list[int]:
+    """The prompt in the LM's own layout (`tts_prompt`: Llasa's, or the interleaved one)."""
     tokenizer, layout, text, prompt = request.lm.tokenizer, request.lm.layout, request.text, request.prompt
     if prompt is None:
-        return build_inference_prompt(tokenizer, layout, text).input_ids
+        return tts_prompt(tokenizer, layout, text).input_ids
     # Llasa's recipe joins transcript and target text; a space keeps the two words apart.
     prompt_text = prompt.text if prompt.text.endswith(" ") else prompt.text + " "
-    return build_inference_prompt(tokenizer, layout, text, prompt_text=prompt_text,
-                                  prompt_codes=prompt.codes).input_ids
+    return tts_prompt(tokenizer, layout, text, prompt_text=prompt_text, prompt_codes=prompt.codes).input_ids
 
 
 def _token_cap(request: SearchRequest) -> int:
@@ -184,7 +185,7 @@ def _beam_phase(model: Any, layout: TokenLayout, scorer: Scorer, verifier: Verif
         before = state.n_new.clone()
         state = extend(model, state, sampler, min(step_tokens, stop_frames - state.n_steps))
         added = _account_tokens(compute, model.config, state, before)
-        codes = [layout.codes_from_ids(state.generated(r)).cpu() for r in range(state.n_rows)]
+        codes = [layout.speech_codes(state.generated(r)).cpu() for r in range(state.n_rows)]
         wavs = scorer.decode(codes)
         scores, results = scorer.score(verifier, codes, wavs)
         # Top B of all candidates (ties: the earlier row); finished ones in the top B leave the
@@ -247,6 +248,8 @@ def _beam_run(request: SearchRequest, *, partial: bool) -> _BeamRun:
     scorer = Scorer(request.codec, request.text, request.prompt, compute)
     width, n_continuations = beam_shape(int(request.budget), options.beam_width)
     cap = _token_cap(request)
+    if is_interleaved(request.lm.model):  # the cap counts frames; each unit adds its token and an end-of-unit
+        cap += 2 * n_units_in(request.lm.layout, _prompt_ids(request)) + 1
     frame_rate_hz = request.frame_rate_hz
     stop_frames = min(cap, max(1, round(options.partial_s * frame_rate_hz))) if partial else cap
     state, sampler = _start(request, compute)
@@ -301,7 +304,7 @@ def partial_mix(request: SearchRequest) -> SearchResult:
         before = state.n_new.clone()
         state = extend(model, state, run.sampler, run.cap - state.n_steps)
         _account_tokens(compute, model.config, state, before)
-        new_codes = [layout.codes_from_ids(state.generated(r)).cpu() for r in range(state.n_rows)]
+        new_codes = [layout.speech_codes(state.generated(r)).cpu() for r in range(state.n_rows)]
         codes += new_codes
         wavs += scorer.decode(new_codes)
         ended += state.ended.tolist()
