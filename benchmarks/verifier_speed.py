@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 
 from workbench import verifiers
 from workbench.audio import load_audio, log_mel
+from workbench.data.readers import read_transcripts_tsv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ as a folder of scripts
 from timing import best_of  # noqa: E402
@@ -60,11 +60,10 @@ def main() -> None:
     parser.add_argument("--workbench-asr", help="an asr run directory (or model.pt) to time with each decoder")
     args = parser.parse_args()
 
-    with open(args.corpus / "transcripts.tsv", newline="") as handle:
-        rows = [r for r in csv.reader(handle, delimiter="\t") if r][: args.n_clips]
+    rows = list(read_transcripts_tsv(args.corpus))[: args.n_clips]
     rate = 16000
-    clips = [load_audio(args.corpus / r[0], sample_rate=rate)[0][0] for r in rows]
-    texts = [r[3] for r in rows]
+    clips = [load_audio(r.audio_path, sample_rate=rate)[0][0] for r in rows]
+    texts = [r.text for r in rows]
     prompt = clips[0]  # speaker prompt: the first clip, scored against every clip (itself included)
     audio_s = sum(c.numel() for c in clips) / rate
     print(f"{len(clips)} clips from {args.corpus}, {audio_s:.1f} s of audio, torch threads {torch.get_num_threads()}")

@@ -156,3 +156,32 @@ def test_regularised_training_logs_its_losses(tmp_path):
     logged = [r for r in rows if "code_entropy_loss" in r]
     assert logged and all(0.0 <= r["code_entropy_loss"] <= 1.0 for r in logged)
     assert all(r["stft_loss"] > 0 for r in logged)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+def test_a_transcripts_folder_read_for_the_codec_has_the_utterances_and_splits_of_its_prepared_corpus(
+        tmp_path, profile):
+    from workbench.audio import save_audio
+    from workbench.codec.data import corpus_utterances
+    from workbench.data.manifest import read_manifest
+    from workbench.data.prepare import DataConfig, prepare_corpus
+
+    folder = tmp_path / "tones"
+    rows = []
+    for i in range(24):  # three speakers, listed out of id order, a text with stray spaces
+        wav = 0.3 * torch.sin(2 * torch.pi * (200 + 10 * i) * torch.arange(8000) / 16000).unsqueeze(0)
+        save_audio(folder / "wav" / f"f{i:02d}.wav", wav, 16000)
+        rows.append(f"wav/f{i:02d}.wav\tspk{i % 3}\tu{(i * 7) % 24:02d}\t  tone number {i} ")
+    (folder / "transcripts.tsv").write_text("\n".join(rows) + "\n")
+    config = for_profile(DataConfig, profile, corpus="tones", source=str(folder), max_utterances=20)
+    prepare_corpus(config, root=tmp_path / "data", progress=False)
+
+    def described(utterances):
+        return [(u.utterance_id, u.speaker, u.text, u.split) for u in utterances]
+
+    prepared = described(read_manifest(tmp_path / "data" / config.dataset_name))
+    assert described(corpus_utterances(folder, data_config=config)) == prepared
+    # without a DataConfig, the cpu profile's; the smoke profile's fractions split differently
+    default = described(corpus_utterances(folder, data_config=dataclasses.replace(DataConfig(), max_utterances=20)))
+    assert (default == prepared) == (profile == "cpu")
+    assert len(corpus_utterances(folder)) == 24

@@ -14,8 +14,7 @@ from workbench.data.splits import assign_splits, split_counts
 
 
 def _kathleen_rows(mirror, n):
-    lines = (mirror / "kathleen" / "transcripts.tsv").read_text().splitlines()[:n]
-    return [line.split("\t") for line in lines]
+    return list(read_corpus(mirror / "kathleen", "transcripts"))[:n]
 
 
 @pytest.fixture
@@ -24,9 +23,9 @@ def messy_corpus(tmp_path, mirror):
     root = tmp_path / "messy"
     (root / "audio").mkdir(parents=True)
     rows = []
-    for path, speaker, utt, text in _kathleen_rows(mirror, 6):
-        shutil.copy(mirror / "kathleen" / path, root / "audio" / f"{utt}.flac")
-        rows.append(f"audio/{utt}.flac\t{speaker}\t{utt}\t{text}")
+    for u in _kathleen_rows(mirror, 6):
+        shutil.copy(u.audio_path, root / "audio" / f"{u.utterance_id}.flac")
+        rows.append(f"audio/{u.utterance_id}.flac\t{u.speaker}\t{u.utterance_id}\t{u.text}")
     (root / "audio" / "corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage garbage")
     (root / "audio" / "empty.wav").write_bytes(b"")
     rows.append("audio/corrupt.wav\tkathleen\tcorrupt\tA corrupt file.")

@@ -9,6 +9,7 @@ end-of-speech handling inside beam steps.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -280,18 +281,16 @@ def ablation_inputs(setup, mirror, tmp_path_factory):
     """A held-out manifest over real Kathleen clips, the tiny LM saved as a checkpoint and the
     untrained smoke codec saved as codec.pt (so the CLI path loads them like real runs)."""
     from workbench.codec.train import save_codec
-    from workbench.data.manifest import Utterance, write_manifest
+    from workbench.data.manifest import write_manifest
+    from workbench.data.readers import read_transcripts_tsv
     from workbench.lm.model import save_checkpoint
     import soundfile
 
     model, tok, layout, codec = setup
     root = tmp_path_factory.mktemp("ablation")
-    rows = [line.split("\t") for line in (mirror / "kathleen" / "transcripts.tsv").read_text().splitlines()[:10]]
-    utterances = []
-    for path, speaker, utterance_id, text in rows:
-        audio = mirror / "kathleen" / path
-        utterances.append(Utterance(utterance_id, str(audio), text.strip(), speaker,
-                                    soundfile.info(str(audio)).duration, 16000, "test"))
+    utterances = [dataclasses.replace(u, duration_s=soundfile.info(u.audio_path).duration, sample_rate=16000,
+                                      split="test")
+                  for u in list(read_transcripts_tsv(mirror / "kathleen"))[:10]]
     write_manifest(root / "corpus" / "manifest.jsonl", utterances)
     save_codec(root / "codec" / "codec.pt", codec.model, step=0)
     save_checkpoint(root / "lm", model, tok, layout)

@@ -7,7 +7,6 @@ untrained codec."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import random
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from workbench import verifiers
 from workbench.config import config_hash, for_profile
 from workbench.data.manifest import Utterance, write_manifest
+from workbench.data.readers import read_transcripts_tsv
 from workbench.runs import read_metrics
 from workbench.verifiers import VerifierError
 from workbench.checkmodels import asr_train
@@ -32,21 +32,19 @@ pytestmark = pytest.mark.skipif(not (DATA / "kathleen" / "transcripts.tsv").exis
                                 reason="shared speech data absent")
 
 
-def _rows(corpus: str) -> list[list[str]]:
-    with open(DATA / corpus / "transcripts.tsv", newline="") as handle:
-        return [row for row in csv.reader(handle, delimiter="\t") if row]
+def _rows(corpus: str) -> list[Utterance]:
+    return list(read_transcripts_tsv(DATA / corpus))
 
 
-def _write_corpus(root: Path, corpus: str, rows: list[list[str]], split_of) -> None:
+def _write_corpus(root: Path, corpus: str, rows: list[Utterance], split_of) -> None:
     """A prepared-corpus folder whose manifest points at the mirror's (16 kHz) audio in place."""
     import soundfile as sf
 
     utterances = []
-    for path, speaker, utterance_id, text in rows:
-        audio = DATA / corpus / path
-        info = sf.info(str(audio))
-        utterances.append(Utterance(utterance_id, str(audio), text, speaker, info.duration, info.samplerate,
-                                    split_of(utterance_id, speaker)))
+    for u in rows:
+        info = sf.info(u.audio_path)
+        utterances.append(dataclasses.replace(u, duration_s=info.duration, sample_rate=info.samplerate,
+                                              split=split_of(u.utterance_id, u.speaker)))
     write_manifest(root / corpus / "manifest.jsonl", utterances)
 
 
@@ -58,14 +56,15 @@ def tiny_data(tmp_path_factory) -> Path:
 def write_tiny_data(root: Path) -> Path:
     """Kathleen: the 6 shortest clips of the first 60 as train, 3 more as valid and test;
     VCTK: 4 speakers x 10 clips, p225 held out whole (test), 2 test clips of each other speaker."""
-    kathleen = sorted(_rows("kathleen")[:60], key=lambda r: len(r[3]))
-    train_ids = {r[2] for r in kathleen[:6]}
-    valid_ids = {r[2] for r in kathleen[6:9]}
+    kathleen = sorted(_rows("kathleen")[:60], key=lambda r: len(r.text))
+    train_ids = {r.utterance_id for r in kathleen[:6]}
+    valid_ids = {r.utterance_id for r in kathleen[6:9]}
     _write_corpus(root, "kathleen", kathleen[:12],
                   lambda u, s: "train" if u in train_ids else "valid" if u in valid_ids else "test")
     vctk = _rows("vctk")
-    test_ids = {r[2] for r in vctk if r[1] != "p225"}
-    test_ids = {u for u in sorted(test_ids) if int(u.split("_")[1]) % 8 == 0} | {r[2] for r in vctk if r[1] == "p225"}
+    test_ids = {r.utterance_id for r in vctk if r.speaker != "p225"}
+    test_ids = ({u for u in sorted(test_ids) if int(u.split("_")[1]) % 8 == 0}
+                | {r.utterance_id for r in vctk if r.speaker == "p225"})
     _write_corpus(root, "vctk", vctk, lambda u, s: "test" if u in test_ids else "train")
     return root
 

@@ -3,7 +3,6 @@ on real speech (expected directions), tiny random transformers/speechbrain adapt
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -14,6 +13,8 @@ import torch
 
 from workbench import verifiers
 from workbench.audio import load_audio, resample
+from workbench.data.manifest import Utterance
+from workbench.data.readers import read_transcripts_tsv
 from workbench.verifiers import VerifierError, VerifierResult
 from workbench.verifiers.combined import lexicographic_scores
 
@@ -24,13 +25,12 @@ VCTK = DATA / "vctk"
 needs_data = pytest.mark.skipif(not (KATHLEEN / "transcripts.tsv").exists(), reason="shared speech data absent")
 
 
-def _rows(corpus: Path) -> list[list[str]]:
-    with open(corpus / "transcripts.tsv", newline="") as handle:
-        return [row for row in csv.reader(handle, delimiter="\t") if row]
+def _rows(corpus: Path) -> list[Utterance]:
+    return list(read_transcripts_tsv(corpus))
 
 
-def _clip(corpus: Path, row: list[str]) -> torch.Tensor:
-    wav, rate = load_audio(corpus / row[0])
+def _clip(utterance: Utterance) -> torch.Tensor:
+    wav, rate = load_audio(utterance.audio_path)
     assert rate == 16000
     return wav[0]
 
@@ -127,8 +127,8 @@ def test_bad_inputs_fail_loudly() -> None:
 @needs_data
 def test_pocketsphinx_wer_lower_against_own_transcript() -> None:
     rows = _rows(KATHLEEN)[:5]
-    clips = [_clip(KATHLEEN, r) for r in rows]
-    own = [r[3] for r in rows]
+    clips = [_clip(r) for r in rows]
+    own = [r.text for r in rows]
     other = own[1:] + own[:1]  # each clip against a different utterance's text
     asr = verifiers.get("pocketsphinx")
     own_results = asr.evaluate(clips, 16000, texts=own)
@@ -147,12 +147,12 @@ def test_pocketsphinx_wer_lower_against_own_transcript() -> None:
 @needs_data
 def test_resemblyzer_same_speaker_more_similar_than_other_speaker() -> None:
     kathleen = _rows(KATHLEEN)
-    reference, same = _clip(KATHLEEN, kathleen[0]), _clip(KATHLEEN, kathleen[10])
-    vctk = {r[1]: r for r in _rows(VCTK)}
-    males = [_clip(VCTK, vctk[speaker]) for speaker in ("p226", "p227")]
+    reference, same = _clip(kathleen[0]), _clip(kathleen[10])
+    vctk = {r.speaker: r for r in _rows(VCTK)}
+    males = [_clip(vctk[speaker]) for speaker in ("p226", "p227")]
     speaker = verifiers.get("resemblyzer")
     # The prompt given as a path is read and resampled the same way as an array prompt.
-    results = speaker.evaluate([same, *males], 16000, prompts=KATHLEEN / kathleen[0][0])
+    results = speaker.evaluate([same, *males], 16000, prompts=Path(kathleen[0].audio_path))
     sims = [r.raw for r in results]
     assert sims[0] > max(sims[1:]) + 0.1, sims
     assert speaker.score([same], 16000, prompts=[reference]) == pytest.approx([sims[0]], abs=1e-5)
@@ -161,7 +161,7 @@ def test_resemblyzer_same_speaker_more_similar_than_other_speaker() -> None:
 
 @needs_data
 def test_dnsmos_clean_beats_noisy() -> None:
-    clean = _clip(KATHLEEN, _rows(KATHLEEN)[2])
+    clean = _clip(_rows(KATHLEEN)[2])
     generator = torch.Generator().manual_seed(0)
     noise = torch.randn(clean.shape, generator=generator)
     # Heavy noise: 0 dB SNR.
@@ -367,9 +367,9 @@ def test_lexicographic_breaks_near_ties_with_secondary() -> None:
 @needs_data
 def test_weighted_of_real_verifiers_through_registry() -> None:
     rows = _rows(KATHLEEN)[3:5]
-    clips = [_clip(KATHLEEN, r) for r in rows]
+    clips = [_clip(r) for r in rows]
     combined = verifiers.get("weighted", weights={"pocketsphinx": 1.0, "resemblyzer": 1.0})
-    results = combined.evaluate(clips, 16000, texts=[r[3] for r in rows], prompts=_clip(KATHLEEN, _rows(KATHLEEN)[0]))
+    results = combined.evaluate(clips, 16000, texts=[r.text for r in rows], prompts=_clip(_rows(KATHLEEN)[0]))
     for r in results:
         asr, spk = r.components
         expected = 0.5 * min(1.0, max(0.0, asr.score)) + 0.5 * min(1.0, max(0.0, spk.score))

@@ -60,9 +60,11 @@ def cmd_data_list(args: argparse.Namespace) -> int:  # noqa: ARG001
 def cmd_codec_train(args: argparse.Namespace) -> int:
     from workbench.codec import CodecConfig, train_codec
     from workbench.config import for_profile
+    from workbench.data.prepare import DataConfig
 
     config = for_profile(CodecConfig, args.profile, **parse_overrides(args.set))
-    result = train_codec(config, args.data, run_id=args.run_id)
+    # a transcripts.tsv folder is taken and split as the profile's `data prepare` would
+    result = train_codec(config, args.data, run_id=args.run_id, data_config=for_profile(DataConfig, args.profile))
     print(f"codec: {result.codec_path} ({result.steps} steps) run: {result.run_dir}")
     return 0
 
@@ -235,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     codec = sub.add_parser("codec", help="train, evaluate and use a speech codec")
     codec_sub = codec.add_subparsers(dest="codec_command", required=True, metavar="SUBCOMMAND")
     train = codec_sub.add_parser("train", help="train a codec on a prepared corpus (resumable with --run-id)")
-    train.add_argument("--data", type=Path, required=True, help="prepared corpus folder (manifest.jsonl) or transcripts.tsv folder")
+    train.add_argument("--data", type=Path, required=True,
+                       help="prepared corpus folder (manifest.jsonl) or transcripts.tsv folder (split as the profile's data prepare)")
     train.add_argument("--run-id", help="reuse this id to resume an interrupted run")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a CodecConfig field")
     _profile_arg(train)

@@ -1,17 +1,18 @@
 """Audio for codec training and evaluation: utterance lists from a prepared corpus
-(``manifest.jsonl``) or a ``transcripts.tsv`` folder, and a seeded random-crop sampler."""
+(``manifest.jsonl``) or a ``transcripts.tsv`` folder (read by `workbench.data`'s one reader), and
+a seeded random-crop sampler."""
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from workbench.data.manifest import MANIFEST_NAME, Utterance, read_manifest
-
-TRANSCRIPTS_NAME = "transcripts.tsv"
+from workbench.data.prepare import DataConfig, unprepared_utterances
+from workbench.data.readers import TRANSCRIPTS_FILE
 
 
 @dataclass
@@ -27,33 +28,21 @@ class CorpusAudio:
         return sum(w.numel() for w in self.wavs) / self.sample_rate
 
 
-def corpus_utterances(data_dir: str | Path, split: str | None = None) -> list[Utterance]:
+def corpus_utterances(data_dir: str | Path, split: str | None = None,
+                      data_config: DataConfig | None = None) -> list[Utterance]:
     """Utterances of a corpus folder, optionally one split.
 
-    A ``manifest.jsonl`` is used as is. A ``transcripts.tsv`` (path, speaker, utterance_id, text;
-    paths relative to the folder) gets the splits `workbench data prepare` would give it (same
-    hash-based rule and default fractions), so held-out sets agree either way. Audio paths are
-    made absolute."""
-    from workbench.data.splits import assign_splits
-
+    A ``manifest.jsonl`` is used as is. A ``transcripts.tsv`` folder is read as `workbench data
+    prepare` reads it (`workbench.data.prepare.unprepared_utterances`: the same reader, utterances
+    and splits under `data_config`, default the cpu profile's), so held-out sets agree either way.
+    Audio paths are made absolute."""
     data_dir = Path(data_dir).resolve()
     if (data_dir / MANIFEST_NAME).exists():
         utterances = read_manifest(data_dir)
-    elif (data_dir / TRANSCRIPTS_NAME).exists():
-        utterances = []
-        with open(data_dir / TRANSCRIPTS_NAME, newline="") as handle:
-            for number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
-                if not row or row[0].startswith("#"):
-                    continue
-                if len(row) < 4:
-                    raise ValueError(f"{data_dir / TRANSCRIPTS_NAME}:{number}: expected 4 tab-separated "
-                                     f"fields (path, speaker, utterance_id, text), got {row!r}")
-                utterances.append(Utterance(utterance_id=row[2], audio_path=row[0], text=row[3], speaker=row[1]))
-        utterances = assign_splits(utterances, valid_fraction=0.03, test_fraction=0.05, n_test_speakers=1, seed=0)
+    elif (data_dir / TRANSCRIPTS_FILE).exists():
+        utterances = unprepared_utterances(data_dir, data_config, layout="transcripts")
     else:
-        raise FileNotFoundError(f"{data_dir}: neither {MANIFEST_NAME} nor {TRANSCRIPTS_NAME}")
-    import dataclasses
-
+        raise FileNotFoundError(f"{data_dir}: neither {MANIFEST_NAME} nor {TRANSCRIPTS_FILE}")
     utterances = [dataclasses.replace(u, audio_path=str(u.resolve(data_dir))) for u in utterances]
     if split is not None:
         utterances = [u for u in utterances if u.split == split]

@@ -50,6 +50,7 @@ from workbench.codec.losses import (
 from workbench.codec.model import CodecModel, build_model, count_parameters
 from workbench.codec.semantic_head import CTCHead, TranscribedSampler, character_vocab, ctc_loss
 from workbench.config import to_dict
+from workbench.data.prepare import DataConfig
 from workbench.training import StopAfter, WarmupCosine, rng_state, set_rng_state
 
 RUN_KIND = "codec"
@@ -139,11 +140,12 @@ def evaluate_valid(model: CodecModel, wavs: list[torch.Tensor], mel_loss: MultiS
 
 def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = None,
                 root: str | Path | None = None, *, stop_after_steps: int | None = None,
-                progress: bool = True) -> CodecTrainResult:
+                progress: bool = True, data_config: DataConfig | None = None) -> CodecTrainResult:
     """Train (or resume, when `run_id` names a run with a checkpoint) a codec on `data_dir`.
 
-    `data_dir` is a prepared corpus (manifest.jsonl) or a transcripts.tsv folder; its train split
-    is used for training and the first `n_eval_utterances` of its valid split for periodic eval.
+    `data_dir` is a prepared corpus (manifest.jsonl) or a transcripts.tsv folder (taken and split as
+    `data_config` would prepare it; default the cpu profile's); its train split is used for training
+    and the first `n_eval_utterances` of its valid split for periodic eval.
     `stop_after_steps` stops early as `workbench.training` describes for every trainer (checkpoint,
     run left "interrupted" and resumable, no codec.pt or final evaluation, result with
     ``completed=False``). Returns where everything was written."""
@@ -162,8 +164,8 @@ def train_codec(config: CodecConfig, data_dir: str | Path, run_id: str | None = 
     device = resolve_device(config.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    train_utts = corpus_utterances(data_dir, "train")
-    valid_utts = corpus_utterances(data_dir, "valid")[: config.n_eval_utterances]
+    train_utts = corpus_utterances(data_dir, "train", data_config)
+    valid_utts = corpus_utterances(data_dir, "valid", data_config)[: config.n_eval_utterances]
     if not train_utts:
         raise ValueError(f"{data_dir}: no utterances in the train split")
     finetune = None

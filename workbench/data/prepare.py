@@ -169,14 +169,35 @@ def _check_and_convert(u: Utterance, target: Path, config: DataConfig, allow_ups
                                sample_rate=config.sample_rate_hz), None
 
 
+def split_as_configured(utterances: Iterable[Utterance], config: DataConfig) -> list[Utterance]:
+    """Copies of `utterances` with the split `config` gives each (`workbench.data.splits`)."""
+    return assign_splits(list(utterances), config.valid_fraction, config.test_fraction, config.n_test_speakers,
+                         config.seed)
+
+
+def _taken(utterances: Iterable[Utterance], config: DataConfig) -> list[Utterance]:
+    """The utterances `config` takes from a source: all, or the first `max_utterances` by id."""
+    raw = sorted(utterances, key=lambda u: u.utterance_id)
+    return raw[: config.max_utterances] if config.max_utterances else raw
+
+
+def unprepared_utterances(source: str | Path, config: DataConfig | None = None,
+                          layout: str | None = None) -> list[Utterance]:
+    """A corpus folder read as `prepare_corpus` reads it, without preparing it: the same reader
+    (`layout`, or the detected one), the same utterances taken and the same split rule under
+    `config` (default: `DataConfig()`, the cpu profile's), sorted by id, audio paths absolute. Audio
+    is neither checked nor converted, so an utterance `prepare` would skip (unreadable, too short,
+    a repeated id) is still listed; its split is the one it would have if kept."""
+    config = config or DataConfig()
+    return split_as_configured(_taken(read_corpus(Path(source).resolve(), layout), config), config)
+
+
 def prepare_utterances(utterances: Iterable[Utterance], out_dir: Path, config: DataConfig,
                        allow_upsample: bool = False, progress: bool = True) -> PrepareReport:
     """Check, convert, split and write a list of raw utterances into `out_dir`."""
     out_dir = Path(out_dir)
     (out_dir / "wav").mkdir(parents=True, exist_ok=True)
-    raw = sorted(utterances, key=lambda u: u.utterance_id)
-    if config.max_utterances:
-        raw = raw[: config.max_utterances]
+    raw = _taken(utterances, config)
     report = PrepareReport(corpus=config.corpus, source=config.source, out_dir=str(out_dir),
                            sample_rate_hz=config.sample_rate_hz, n_found=len(raw))
     kept: list[Utterance] = []
@@ -203,7 +224,7 @@ def prepare_utterances(utterances: Iterable[Utterance], out_dir: Path, config: D
         seen[safe_id] = u.audio_path
         sources[safe_id] = _fingerprint(Path(u.audio_path))
         kept.append(prepared)
-    kept = assign_splits(kept, config.valid_fraction, config.test_fraction, config.n_test_speakers, config.seed)
+    kept = split_as_configured(kept, config)
     write_manifest(out_dir / "manifest.jsonl", kept)
     atomic_write_json(out_dir / SOURCE_FILES, sources)
     report.n_kept = len(kept)

@@ -22,6 +22,7 @@ from workbench.data.manifest import Utterance
 
 Reader = Callable[[Path], Iterator[Utterance]]
 READERS: dict[str, Reader] = {}
+TRANSCRIPTS_FILE = "transcripts.tsv"  # the mirror's layout, and what `workbench.data.synth` writes
 
 # Column names accepted in generic manifests, mapped to Utterance fields.
 _COLUMN_ALIASES = {
@@ -61,7 +62,7 @@ def read_transcripts_tsv(root: Path) -> Iterator[Utterance]:
     """Rows of ``transcripts.tsv``. Where the id column does not hold ids (most values repeat, as in
     FSDD, whose column holds the spoken digit), every utterance takes its file's path, minus the
     extension, as its id instead. A few repeated ids are kept as they are: `prepare` reports them."""
-    path = Path(root) / "transcripts.tsv"
+    path = Path(root) / TRANSCRIPTS_FILE
     rows = []
     for number, row in enumerate(csv.reader(text_lines(path), delimiter="\t", quoting=csv.QUOTE_NONE), 1):
         if not row or not "".join(row).strip():
@@ -149,7 +150,7 @@ def detect_layout(root: Path) -> str:
     root = Path(root)
     if root.is_file():
         return "manifest"
-    if (root / "transcripts.tsv").exists():
+    if (root / TRANSCRIPTS_FILE).exists():
         return "transcripts"
     if (root / "metadata.csv").exists() and (root / "wavs").is_dir():
         return "ljspeech"

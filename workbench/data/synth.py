@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from workbench.atomic import atomic_write_text
 from workbench.data.manifest import Utterance
+from workbench.data.readers import TRANSCRIPTS_FILE
 from workbench.settings import stage_profiles
 
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc")
@@ -127,7 +128,7 @@ def synth_corpus(config: SynthConfig, out_dir: str | Path, sentences_path: str |
         rows.append(f"{relative}\t{speaker.speaker}\t{utterance_id}\t{text}")
         utterances.append(Utterance(utterance_id=utterance_id, audio_path=str(target), text=text,
                                     speaker=speaker.speaker))
-    atomic_write_text(out_dir / "transcripts.tsv", "\n".join(rows) + "\n")
+    atomic_write_text(out_dir / TRANSCRIPTS_FILE, "\n".join(rows) + "\n")
     atomic_write_text(out_dir / "SOURCE.md", (
         "# Synthetic multi-speaker corpus\n- Made by `workbench data synth` with espeak-ng "
         f"({config.n_speakers} voices x {config.n_sentences} sentences).\n- Sentences: {sentences_path}.\n"
