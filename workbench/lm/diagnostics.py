@@ -110,4 +110,26 @@ def text_conditioning_gain(model: Any, tokenizer: Any, layout: TokenLayout,
                     fraction_better=sum(r < w for r, w in zip(loss_right, loss_wrong)) / n, n_utterances=n)
 
 
-__all__ = ["TextGain", "text_conditioning_gain"]
+def lm_alignments(lm: Any) -> dict[str, Any] | None:
+    """The alignment file an interleaved LM was trained with (`LoadedLM.meta["alignments"]`), which
+    covers every split of its tokens; None for Llasa's layout."""
+    if lm.meta.get("sequence_layout") != "interleaved":
+        return None
+    from workbench.align.forced import load_alignments
+
+    if not lm.meta.get("alignments"):
+        raise ValueError("interleaved LM checkpoint records no alignment file: cannot measure its text gain")
+    return load_alignments(lm.meta["alignments"])
+
+
+def lm_text_gain(lm: Any, utterances: Sequence[TokenizedUtterance], **options: Any) -> TextGain:
+    """`text_conditioning_gain` of a loaded LM in its own layout (interleaved LMs are measured on
+    the utterances whose alignment matches their frame count)."""
+    alignments = lm_alignments(lm)
+    if alignments is not None:
+        alignments = {u.utterance_id: alignments[u.utterance_id] for u in utterances
+                      if u.utterance_id in alignments and sum(alignments[u.utterance_id].frames) == u.n_frames}
+    return text_conditioning_gain(lm.model, lm.tokenizer, lm.layout, utterances, alignments=alignments, **options)
+
+
+__all__ = ["TextGain", "text_conditioning_gain", "lm_text_gain", "lm_alignments"]

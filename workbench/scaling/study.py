@@ -283,14 +283,14 @@ def text_gain_by_size(table, utterances, max_utterances: int = 32):
 
     from transformers.utils import logging as hf_logging
 
-    from workbench.lm.diagnostics import text_conditioning_gain
+    from workbench.lm.diagnostics import lm_text_gain
     from workbench.lm.model import load_lm
 
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per size would clutter the report
     rows = []
     for run in best_runs_by_size(table).itertuples():
         lm = load_lm(run.model_dir)
-        gain = text_conditioning_gain(lm.model, lm.tokenizer, lm.layout, utterances, max_utterances=max_utterances)
+        gain = lm_text_gain(lm, utterances, max_utterances=max_utterances)
         rows.append({"preset": run.preset, "tokens_seen": run.tokens_seen, "loss_own_text": gain.loss_right,
                      "loss_other_text": gain.loss_wrong, "text_gain_nats": gain.gain_nats,
                      "fraction_own_text_better": gain.fraction_better, "n_utterances": gain.n_utterances})

@@ -33,6 +33,11 @@ class SweepConfig:
     # "" = the train profile's; "interleaved" trains every point on the interleaved layout with the
     # character front-end (workbench.lm.interleaved; needs <tokens>/alignments.json)
     sequence_layout: str = ""
+    # "width": each size's peak lr = the train profile's lr x lr_reference_width / d_model (Adam's
+    # update size per weight is lr, so wider layers need smaller steps; tuned at cpu-1m's width 128),
+    # so larger rungs are not held back by a rate tuned for a small one. "constant": one lr for all.
+    lr_rule: Literal["constant", "width"] = "constant"
+    lr_reference_width: int = 128
     executor: Literal["local", "inline", "slurm", "submitit-local"] = "local"
     max_workers: int = 2
     memory_per_job_gb: float = 2.0
@@ -87,6 +92,17 @@ def shards_key(shards_dir: str | Path) -> str:
     return digest.hexdigest()[:6]
 
 
+def lr_for(config: SweepConfig, base_lr: float, preset: str) -> float:
+    """Peak learning rate of one size under the sweep's `lr_rule`."""
+    if config.lr_rule == "constant":
+        return base_lr
+    if config.lr_rule != "width":
+        raise ValueError(f"SweepConfig.lr_rule = {config.lr_rule!r}: expected 'constant' or 'width'")
+    from workbench.lm.presets import get_preset
+
+    return base_lr * config.lr_reference_width / get_preset(preset).d_model
+
+
 def sweep_points(config: SweepConfig, n_params_of: Any = None, data_key: str = "") -> list[SweepPoint]:
     """The grid as a list of points with deterministic run ids (`data_key` names the tokens)."""
     from workbench.lm.train import LMTrainConfig
@@ -108,7 +124,7 @@ def sweep_points(config: SweepConfig, n_params_of: Any = None, data_key: str = "
                    for flops in config.flop_budgets for size in config.sizes]
     points = []
     for size, budget, flop_budget in triples:
-        train_config = dataclasses.replace(base, preset=size, token_budget=int(budget))
+        train_config = dataclasses.replace(base, preset=size, token_budget=int(budget), lr=lr_for(config, base.lr, size))
         run_id = f"{config.name}-{size}-{budget}-{config_hash(train_config, 8)}{'-' + data_key if data_key else ''}"
         points.append(SweepPoint(run_id=run_id, preset=size, token_budget=int(budget), train_config=train_config,
                                  flop_budget=flop_budget))

@@ -85,7 +85,7 @@ def lm_text_gain(lm: LoadedLM, codec: Codec, config: AblationConfig, max_utteran
     anything to select from."""
     from workbench.audio import load_audio
     from workbench.data.token_shards import TokenizedUtterance
-    from workbench.lm.diagnostics import text_conditioning_gain
+    from workbench.lm.diagnostics import lm_text_gain as gain_in_own_layout
 
     _, root, utterances = split_utterances(config)
     encoded = []
@@ -93,12 +93,6 @@ def lm_text_gain(lm: LoadedLM, codec: Codec, config: AblationConfig, max_utteran
         wav, _ = load_audio(u.resolve(root), int(codec.sample_rate))
         encoded.append(TokenizedUtterance(u.utterance_id, u.speaker, u.text, u.split,
                                           codec.encode(wav[:1], int(codec.sample_rate))[0]))
-    alignments = None
-    if lm.meta.get("sequence_layout") == "interleaved":
-        # The held-out utterances' own alignments, made with the LM's tokens (all splits are aligned);
-        # re-encoded clips match them frame for frame only when the search codec is the LM's.
-        from workbench.align.forced import load_alignments
-
-        alignments = {k: a for k, a in load_alignments(lm.meta["alignments"]).items()
-                      if any(u.utterance_id == k and u.n_frames == sum(a.frames) for u in encoded)}
-    return text_conditioning_gain(lm.model, lm.tokenizer, lm.layout, encoded, alignments=alignments)
+    # An interleaved LM is measured on the clips whose re-encoding matches its alignment file
+    # frame for frame (all splits of its tokens are aligned).
+    return gain_in_own_layout(lm, encoded)
