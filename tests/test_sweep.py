@@ -57,3 +57,19 @@ def test_isoflop_grid_spends_each_budget_at_every_size():
     for p in points:
         assert abs(6 * n_params[p.preset] * p.token_budget - p.flop_budget) / p.flop_budget < 1e-5
     assert {p.flop_budget for p in points} == {1e12, 4e12}
+
+
+def test_width_rule_scales_each_sizes_learning_rate_inversely_with_its_width_and_layout_reaches_every_point():
+    from workbench.lm.presets import get_preset
+
+    base = SweepConfig(sizes=("cpu-0.1m", "cpu-1m", "cpu-7m"), token_budgets=(1000,), train_profile="smoke")
+    constant = sweep_points(base)
+    scaled = sweep_points(SweepConfig(**{**base.__dict__, "lr_rule": "width", "lr_reference_width": 128,
+                                         "sequence_layout": "interleaved"}))
+    lr0 = constant[0].train_config.lr
+    assert {p.train_config.lr for p in constant} == {lr0}
+    for point in scaled:
+        assert point.train_config.lr == pytest.approx(lr0 * 128 / get_preset(point.preset).d_model)
+        assert (point.train_config.sequence_layout, point.train_config.text_frontend) == ("interleaved", "chars")
+    assert scaled[1].train_config.lr == pytest.approx(lr0)  # cpu-1m is the reference width
+    assert {p.run_id for p in scaled}.isdisjoint(p.run_id for p in constant)
