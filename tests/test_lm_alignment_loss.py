@@ -138,6 +138,22 @@ def test_default_layers_are_the_middle_third_and_bad_layers_are_refused():
     assert default_align_layers(2) == (0,) and default_align_layers(1) == (0,)
     with pytest.raises(ValueError, match="do not exist"):
         AlignmentObjective.for_model(LAYOUT, 2, (0, 5), 1.0, 1.0, 0.2)
+    with pytest.raises(ValueError, match="heads \\[4\\] do not exist"):
+        AlignmentObjective.for_model(LAYOUT, 2, (0,), 1.0, 1.0, 0.2, heads=(0, 4), n_heads=4)
+
+
+def test_chosen_heads_alone_carry_the_loss():
+    """With align_heads only those heads are scored: a shuffled head left out does not count."""
+    ids = llasa_row()
+    diagonal = planted_attention(ids)
+    shuffled = planted_attention(ids, text_order=[3, 6, 0, 5, 1, 4, 2])
+    mixed = torch.cat([diagonal[:, :1], shuffled[:, 1:]], dim=1)  # head 0 diagonal, head 1 shuffled
+    all_heads = AlignmentObjective(LAYOUT, (0,), 1.0, 1.0).sums([mixed], ids)
+    head0 = AlignmentObjective(LAYOUT, (0,), 1.0, 1.0, heads=(0,)).sums([mixed], ids)
+    alone = AlignmentObjective(LAYOUT, (0,), 1.0, 1.0).sums([diagonal], ids)
+    for name in ("align_prior", "align_ctc"):
+        assert float(head0[name]) == pytest.approx(float(alone[name]), rel=1e-6)
+        assert float(all_heads[name]) > float(head0[name]) + 0.1
 
 
 def test_config_refuses_packing_and_the_interleaved_layout_with_alignment_losses():

@@ -200,6 +200,7 @@ class AlignmentObjective:
     prior_weight: float = 0.0
     ctc_weight: float = 0.0
     prior_sigma: float = 0.2
+    heads: tuple[int, ...] = ()  # query heads of each chosen layer; () = all
 
     def __post_init__(self) -> None:
         if not self.layers:
@@ -209,12 +210,17 @@ class AlignmentObjective:
 
     @classmethod
     def for_model(cls, layout: TokenLayout, n_layers: int, layers: Sequence[int], prior_weight: float,
-                  ctc_weight: float, prior_sigma: float) -> "AlignmentObjective":
+                  ctc_weight: float, prior_sigma: float, heads: Sequence[int] = (),
+                  n_heads: int | None = None) -> "AlignmentObjective":
         chosen = tuple(int(i) for i in layers) or default_align_layers(n_layers)
         bad = [i for i in chosen if not 0 <= i < n_layers]
         if bad:
             raise ValueError(f"align_layers {list(chosen)}: layers {bad} do not exist in a {n_layers}-layer model")
-        return cls(layout, chosen, float(prior_weight), float(ctc_weight), float(prior_sigma))
+        bad = [h for h in heads if n_heads is not None and not 0 <= h < n_heads]
+        if bad:
+            raise ValueError(f"align_heads {list(heads)}: heads {bad} do not exist in layers of {n_heads} heads")
+        return cls(layout, chosen, float(prior_weight), float(ctc_weight), float(prior_sigma),
+                   tuple(int(h) for h in heads))
 
     @property
     def terms(self) -> tuple[str, ...]:
@@ -229,7 +235,10 @@ class AlignmentObjective:
             raise ValueError("no attention probabilities: the model must run with eager attention "
                              "and output_attentions=True")
         text_mask, speech_mask = span_masks(input_ids, self.layout)
-        span = text_span_attention([attentions[i] for i in self.layers], text_mask, speech_mask)
+        chosen = [attentions[i] for i in self.layers]
+        if self.heads:  # the other heads stay free for whatever else the LM needs
+            chosen = [attn[:, list(self.heads)] for attn in chosen]
+        span = text_span_attention(chosen, text_mask, speech_mask)
         out: dict[str, torch.Tensor] = {}
         if self.prior_weight > 0:
             out["align_prior"] = diagonal_prior_loss(span, self.prior_sigma).sum()

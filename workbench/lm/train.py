@@ -107,6 +107,7 @@ class LMTrainConfig:
     align_prior_weight: float = 0.0
     align_ctc_weight: float = 0.0
     align_layers: tuple[int, ...] = ()  # decoder layers (0-based); () = the middle third
+    align_heads: tuple[int, ...] = ()  # query heads of those layers the losses act on; () = all
     align_prior_sigma: float = 0.2  # width of the prior's diagonal band, as a fraction of the text
 
     def __post_init__(self) -> None:
@@ -499,7 +500,8 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
 
         alignment = AlignmentObjective.for_model(layout, model.config.num_hidden_layers, config.align_layers,
                                                  config.align_prior_weight, config.align_ctc_weight,
-                                                 config.align_prior_sigma)
+                                                 config.align_prior_sigma, config.align_heads,
+                                                 model.config.num_attention_heads)
         model.set_attn_implementation("eager")  # the only implementation that returns attention probabilities
     attention = str(getattr(model.config, "_attn_implementation", "") or "sdpa")
     if config.packing:
