@@ -29,6 +29,18 @@ Speech queries are the positions whose next-token target is a speech frame
 that must produce that frame, so it is the one that should read the text for it. Text keys are
 the positions strictly between ``<|TEXT_UNDERSTANDING_START|>`` and ``<|TEXT_UNDERSTANDING_END|>``.
 
+Measured (Kathleen, cpu-1m, 400k tokens, `--profile cpu`, held-out gain over 28 valid utterances;
+plain: gain 0.0036 nats, valid loss 4.93): with both weights 1 the CTC loss reached its floor
+within 70 steps through a *positional sweep*: every head of the chosen layers attends at a fixed
+relative offset (trivial with RoPE), walking the text at one token per frame and then parking on
+the last token, monotonic and covering, so CTC is met without reading anything (gain 0.0005,
+valid loss 5.43). A prior weight of 10 forces the corner-to-corner diagonal instead (prior 0.04),
+but at an average speaking rate, again positional (gain 0.0097 with 46 % of utterances preferring
+their own text, i.e. noise; valid loss 6.02); on head 0 alone: gain 0.0066, valid loss 5.56. With
+weight 10 the pre-clip gradient norm is 5-7, so clipping at 1.0 also slows the LM loss ~6-fold.
+Neither loss knows the real durations, so a position-only alignment always satisfies both; in the
+encoder-decoder model of the paper the cross-attention has no relative position to sweep with.
+
 The losses need attention probabilities, which only transformers' "eager" attention returns
 (``output_attentions=True``); `workbench.lm.train` switches to it only when an alignment weight is
 positive (SDPA otherwise), and refuses packed rows (several utterances per row) with the losses on.
