@@ -99,6 +99,16 @@ class LMTrainConfig:
     num_threads: int = 0  # torch CPU threads; 0 = leave torch's default
     peak_flops_per_s: float = 0.0  # for MFU; 0 = measure a matmul on this device
     progress: bool = True
+    # Training-only alignment losses on the attention of Llasa's layout (workbench.lm.alignment_loss):
+    # a diagonal prior and a CTC alignment over the text span, both on attention renormalised over
+    # the text. Off at 0. When either weight is > 0 the model runs transformers' "eager" attention
+    # with output_attentions=True (the only one that returns attention probabilities; slower and
+    # O(L^2) memory per layer), SDPA otherwise; generation is unaffected. Unpacked batches only.
+    align_prior_weight: float = 0.0
+    align_ctc_weight: float = 0.0
+    align_layers: tuple[int, ...] = ()  # decoder layers (0-based); () = the middle third
+    align_heads: tuple[int, ...] = ()  # query heads of those layers the losses act on; () = all
+    align_prior_sigma: float = 0.2  # width of the prior's diagonal band, as a fraction of the text
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "grad_accum", "max_seq_len", "log_every", "eval_every",
@@ -116,6 +126,17 @@ class LMTrainConfig:
         if self.sequence_layout == "interleaved" and (self.text_frontend != "chars" or self.tokenizer):
             raise ValueError("sequence_layout='interleaved' needs text_frontend='chars' and no tokenizer folder: "
                              "its units are characters")
+        if self.align_prior_weight < 0 or self.align_ctc_weight < 0 or self.align_prior_sigma <= 0:
+            raise ValueError(f"align_prior_weight={self.align_prior_weight}, align_ctc_weight={self.align_ctc_weight} "
+                             f"must be >= 0 and align_prior_sigma={self.align_prior_sigma} > 0")
+        if self.uses_alignment_loss and (self.packing or self.sequence_layout != "llasa"):
+            raise ValueError("align_prior_weight / align_ctc_weight > 0 need sequence_layout='llasa' and "
+                             f"packing=false (got sequence_layout={self.sequence_layout!r}, packing={self.packing}): "
+                             "the losses find one text span and one speech span per row")
+
+    @property
+    def uses_alignment_loss(self) -> bool:
+        return self.align_prior_weight > 0 or self.align_ctc_weight > 0
 
 
 @dataclass
@@ -268,6 +289,12 @@ def _make_optimizer(model: Any, config: LMTrainConfig) -> Any:
 
 def _sum_loss(model: Any, batch: Any, autocast: Any) -> Any:
     """Sum (not mean) of next-token cross-entropy over target positions, computed in fp32."""
+    return _forward_losses(model, batch, autocast)[0]
+
+
+def _forward_losses(model: Any, batch: Any, autocast: Any, alignment: Any = None) -> tuple[Any, dict[str, Any]]:
+    """(`_sum_loss`'s cross-entropy sum, the alignment losses summed over the batch's sequences by
+    name: empty without `alignment`, an `workbench.lm.alignment_loss.AlignmentObjective`)."""
     import torch
     import torch.nn.functional as F
 
@@ -276,15 +303,19 @@ def _sum_loss(model: Any, batch: Any, autocast: Any) -> Any:
     from workbench.lm.packing import model_inputs
 
     inputs, labels = model_inputs(batch, model)  # packed rows: position ids, no padding mask
+    if alignment is not None:
+        inputs["output_attentions"] = True
     with autocast:
-        logits = model(**inputs).logits
+        outputs = model(**inputs)
+    logits = outputs.logits
+    aligned = alignment.sums(outputs.attentions, batch.input_ids) if alignment is not None else {}
     # Shift the labels, not the logits: slicing logits[:, :-1] copies the largest tensor of the
     # step and its gradient (measured: 1-4 % of a cpu-1m step, benchmarks/lm_speed.py).
     targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
     if logits.dtype != torch.float32:
         logits = logits.float()
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                           ignore_index=IGNORE_INDEX, reduction="sum")
+                           ignore_index=IGNORE_INDEX, reduction="sum"), aligned
 
 
 def _evaluate(model: Any, batches: list, device: Any, config: LMTrainConfig, dist_info: _Dist,
@@ -463,6 +494,15 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
         model.config.end_of_unit_token_id = end_of_unit_id(tokenizer)
     model.to(device).train()
     counts = count_params(model.config)
+    alignment = None
+    if config.uses_alignment_loss:
+        from workbench.lm.alignment_loss import AlignmentObjective
+
+        alignment = AlignmentObjective.for_model(layout, model.config.num_hidden_layers, config.align_layers,
+                                                 config.align_prior_weight, config.align_ctc_weight,
+                                                 config.align_prior_sigma, config.align_heads,
+                                                 model.config.num_attention_heads)
+        model.set_attn_implementation("eager")  # the only implementation that returns attention probabilities
     attention = str(getattr(model.config, "_attn_implementation", "") or "sdpa")
     if config.packing:
         from workbench.lm.packing import prefer_varlen_attention
@@ -580,6 +620,7 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
                     desc=f"lm {config.preset}", unit="step", dynamic_ncols=True)
     autocast = _autocast(device, config)
     window_loss, window_steps, window_tokens, window_time = 0.0, 0, 0, 0.0
+    window_align: dict[str, float] = {}  # alignment losses per sequence, summed over the window's steps
     stopped_early = False
     while not done():
         step_start = time.perf_counter()
@@ -591,15 +632,29 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
         _all_reduce_sum(totals, dist_info)
         n_targets = max(1.0, float(totals[0]))
         loss_sum = torch.zeros((), dtype=torch.float64)
+        if alignment is not None:  # alignment losses are per sequence: Σ over the step / its sequences
+            n_sequences = float(_all_reduce_sum(torch.tensor(float(sum(len(b.seq_lens) for b in micro))), dist_info))
+            align_sums = torch.zeros(2, dtype=torch.float64)
         for i, batch in enumerate(micro):
             batch = batch.to(device)
             sync = i == len(micro) - 1 or dist_info.world_size == 1
             with gradient_sync(ddp_model, sync):
-                piece = _sum_loss(ddp_model, batch, autocast)
+                piece, aligned = _forward_losses(ddp_model, batch, autocast, alignment)
                 # ×world_size undoes DDP's gradient averaging: the result is Σ losses / n_targets.
-                (piece * (dist_info.world_size / n_targets)).backward()
+                objective = piece * (dist_info.world_size / n_targets)
+                if aligned:
+                    objective = objective + alignment.weighted(aligned) * (dist_info.world_size / n_sequences)
+                    align_sums += torch.tensor([float(aligned[k].detach()) if k in aligned else 0.0
+                                                for k in ("align_prior", "align_ctc")],
+                                               dtype=torch.float64)
+                objective.backward()
             loss_sum += float(piece.detach())
         _all_reduce_sum(loss_sum, dist_info)
+        if alignment is not None:
+            _all_reduce_sum(align_sums, dist_info)
+            for name, total in zip(("align_prior", "align_ctc"), align_sums.tolist()):
+                if name in alignment.terms:
+                    window_align[name] = window_align.get(name, 0.0) + total / max(1.0, n_sequences)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
@@ -631,8 +686,10 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
                 run.log(step, train_loss=window_loss / window_steps, lr=lr, grad_norm=to_float(grad_norm),
                         tokens_seen=state["tokens_seen"], flops=state["flops"],
                         flops_non_embedding=state["flops_non_embedding"], tokens_per_s=tokens_per_s,
-                        mfu=flops_per_s / dist_info.world_size / peak, epoch=stream.epoch)
+                        mfu=flops_per_s / dist_info.world_size / peak, epoch=stream.epoch,
+                        **{name: total / window_steps for name, total in window_align.items()})
             window_loss, window_steps, window_tokens, window_time = 0.0, 0, 0, 0.0
+            window_align = {}
         # len(valid_set), not valid_batches: identical on every rank, so all join the all-reduce.
         if len(valid_set) and (step % config.eval_every == 0 or done()):
             state["last_valid_loss"] = _evaluate(model, valid_batches, device, config, dist_info, eval_filler)
