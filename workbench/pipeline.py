@@ -34,6 +34,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("00_data"),
     Stage("10_codec"),
     Stage("20_lm_scaling", {"tokens_dir": ("10_codec", "tokens_dir"), "codec": ("10_codec", "codec")}),
+    Stage("25_alignment", {"tokens_dir": ("10_codec", "tokens_dir"), "codec": ("10_codec", "codec"),
+                           "asr_model": ("10_codec", "asr_model"), "lm_path": ("20_lm_scaling", "best_lm")}),
     Stage("30_search", {"lm_path": ("20_lm_scaling", "best_lm"), "codec_path": ("10_codec", "codec"),
                         "corpus": ("00_data", "dataset")}),
 )
@@ -42,6 +44,7 @@ STAGES: tuple[Stage, ...] = (
 # The settings rows (workbench/profiles.yaml) each notebook stage trains or runs with, beside its
 # own config: what a plan shows.
 STAGE_SETTINGS = {"00_data": ("data",), "10_codec": ("codec_study", "codec"), "20_lm_scaling": ("sweep", "lm"),
+                  "25_alignment": ("alignment", "lm"),
                   "30_search": ("search", "synth", "asr", "speaker")}
 
 

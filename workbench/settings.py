@@ -31,6 +31,7 @@ STAGE_CLASSES = {
     "codec_study": "workbench.codec.study:CodecStudyConfig",
     "lm": "workbench.lm.train:LMTrainConfig",
     "sweep": "workbench.scaling.sweep:SweepConfig",
+    "alignment": "workbench.scaling.alignment_study:AlignmentStudyConfig",
     "search": "workbench.search.ablation.config:AblationConfig",
     "asr": "workbench.checkmodels.asr_train:ASRTrainConfig",
     "speaker": "workbench.checkmodels.speaker_train:SpeakerTrainConfig",

@@ -46,6 +46,7 @@ def register_notebook(spec: NotebookSpec) -> NotebookSpec:
 register_notebook(NotebookSpec("00_data", "workbench.data.prepare:DataConfig", "Data: corpus preparation and summary"))
 register_notebook(NotebookSpec("10_codec", "workbench.codec.study:CodecStudyConfig", "Codec: train, evaluate, listen, tokenise"))
 register_notebook(NotebookSpec("20_lm_scaling", "workbench.scaling.sweep:SweepConfig", "LM scaling: sweep, fits, held-out check, samples by size"))
+register_notebook(NotebookSpec("25_alignment", "workbench.scaling.alignment_study:AlignmentStudyConfig", "Alignment: which lever makes the LM read its text"))
 register_notebook(NotebookSpec("30_search", "workbench.search.ablation.config:AblationConfig", "Search: verifiers and strategies at equal compute"))
 
 
