@@ -348,3 +348,32 @@ def test_ablation_rows_resume_and_preferences(ablation_inputs, workdirs):
         assert len(list(csv.DictReader(handle))) == 6
     prefs = [json.loads(line) for line in (workdirs / "prefs.jsonl").read_text().splitlines()]
     assert prefs and all(p["chosen_score"] > p["rejected_score"] and p["prompt_codes"] for p in prefs)
+
+
+@pytest.mark.parametrize("strategy", ["best_of_n", "beam", "partial_mix"])
+def test_every_strategy_searches_an_interleaved_lm_and_its_candidates_say_every_unit(setup, strategy):
+    """Search on an LM of the interleaved layout: the prompt is built in that layout, the sampler
+    forces each character in turn (units and end-of-unit tokens never reach the codes), and every
+    finished candidate went through all the sentence's units."""
+    from workbench.align.forced import text_units
+    from workbench.lm.interleaved import end_of_unit_id
+    from workbench.lm.model import LoadedLM, build_model
+    from workbench.lm.text_tokenizer import char_tokenizer
+
+    _, _, _, codec = setup
+    tok = char_tokenizer(codec.codebook_size)
+    tok.tokenizer.init_kwargs["sequence_layout"] = "interleaved"
+    model = build_model("cpu-0.1m", tok.layout, seed=0).eval()
+    model.config.sequence_layout = "interleaved"
+    model.config.end_of_unit_token_id = end_of_unit_id(tok.tokenizer)
+    lm = LoadedLM(model=model, tokenizer=tok.tokenizer, layout=tok.layout, codec=None, meta={})
+    # A random model rarely ends a unit itself: the processor closes each after 40 frames, so
+    # the cap must leave room for all units.
+    sampling = SamplingConfig(max_new_tokens=40 * len(text_units(TEXT)))
+    result = search.get(strategy)(search.SearchRequest(
+        lm=lm, codec=codec, text=TEXT, verifiers=verifiers.get("test-even-codes"), budget=4, sampling=sampling,
+        seed=0, options=search.SearchOptions(step_tokens=STEP)))
+    assert result.candidates and all(int(c.codes.max()) < codec.codebook_size for c in result.candidates)
+    finished = [c for c in result.candidates if c.ended]
+    assert finished
+    assert all(c.n_frames >= len(text_units(TEXT)) - 2 for c in finished)  # every non-silence unit got frames
