@@ -607,7 +607,8 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
             name = f"step-{step:07d}"
             save_checkpoint(ckpt_root / name, to_save, tokenizer, layout, codec=codec,
                             extra={"preset": config.preset, "step": step, "run_id": run_id,
-                                   "sequence_layout": config.sequence_layout, "text_frontend": config.text_frontend},
+                                   "sequence_layout": config.sequence_layout, "text_frontend": config.text_frontend,
+                                   **({"alignments": str(alignments_path)} if alignments_path else {})},
                             extra_files={TRAINER_STATE_FILE: lambda p: torch.save(trainer_state, p),
                                          FOLDER_CHECKSUMS: lambda p: write_folder_checksums(p.parent)})
             atomic_write_text(ckpt_root / LATEST_FILE, name + "\n")
