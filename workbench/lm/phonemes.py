@@ -13,7 +13,13 @@ atomically, merged with what another process may have written meanwhile) and in 
 text never spawns espeak-ng again. `phonemize_all` phonemizes many texts with one espeak-ng
 process: texts go in as paragraphs (separated by a blank line), and espeak-ng ends each
 paragraph's output with a blank line; if the number of blocks read back differs from the number
-of texts, each text is phonemized on its own instead.
+of texts, each text is phonemized on its own instead (on Kathleen's 1,131 transcripts the batch
+gives exactly what per-text calls give).
+
+Measured (cpu profile, cpu-1m, 400k tokens of Kathleen, Llasa's layout, 28 held-out utterances):
+text-conditioning gain 0.0031 nats per speech token (54 % of utterances prefer their own text),
+valid loss 4.907, against 0.0036 nats (64 %) and 4.927 for the BPE on spelling: at this scale IPA
+alone does not make the model read its text.
 """
 
 from __future__ import annotations
