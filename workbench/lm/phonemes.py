@@ -13,7 +13,7 @@ atomically, merged with what another process may have written meanwhile) and in 
 text never spawns espeak-ng again. `phonemize_all` phonemizes many texts with one espeak-ng
 process: texts go in as paragraphs (separated by a blank line), and espeak-ng ends each
 paragraph's output with a blank line; if the number of blocks read back differs from the number
-of texts, each text is phonemized on its own instead (on Kathleen's 1,131 transcripts the batch
+of texts, each text is phonemized on its own instead (on all 1,132 Kathleen transcripts the batch
 gives exactly what per-text calls give).
 
 Measured (cpu profile, cpu-1m, 400k tokens of Kathleen, Llasa's layout, 28 held-out utterances):
