@@ -59,12 +59,14 @@ def encode_utterances(utterances: Sequence[TokenizedUtterance], tokenizer: Any, 
     interleaved layout (`workbench.lm.interleaved`); utterances without one are skipped and counted.
     """
     from workbench.lm.interleaved import build_interleaved_sequence
+    from workbench.lm.phonemes import frontend_texts
 
     if too_long not in ("drop", "truncate"):
         raise ValueError(f"too_long={too_long!r}: expected 'drop' or 'truncate'")
     sequences: list[TokenSequence] = []
     dropped = truncated = unaligned = 0
-    for utterance in utterances:
+    texts = frontend_texts(tokenizer, [u.text for u in utterances])  # IPA for a phoneme tokenizer
+    for utterance, text in zip(utterances, texts):
         if alignments is not None:
             alignment = alignments.get(utterance.utterance_id)
             if alignment is None or sum(alignment.frames) != utterance.n_frames:
@@ -72,7 +74,7 @@ def encode_utterances(utterances: Sequence[TokenizedUtterance], tokenizer: Any, 
                 continue
             seq = build_interleaved_sequence(tokenizer, layout, alignment.units, alignment.frames, utterance.codes)
         else:
-            seq = build_tts_sequence(tokenizer, layout, utterance.text, utterance.codes)
+            seq = build_tts_sequence(tokenizer, layout, text, utterance.codes)
         if len(seq) > max_seq_len:
             if too_long == "drop":
                 dropped += 1

@@ -77,6 +77,7 @@ def text_conditioning_gain(model: Any, tokenizer: Any, layout: TokenLayout,
     in the text part and before each unit's frames, by the other utterance's; the loss covers the
     speech and end-of-unit tokens."""
     from workbench.lm.interleaved import build_interleaved_sequence
+    from workbench.lm.phonemes import frontend_texts
 
     chosen = list(utterances)
     if alignments is not None:
@@ -94,8 +95,9 @@ def text_conditioning_gain(model: Any, tokenizer: Any, layout: TokenLayout,
                                             a.frames, u.codes)
                  for i, (a, u) in enumerate(zip(aligned, chosen))]
     else:
-        right = [build_tts_sequence(tokenizer, layout, u.text, u.codes) for u in chosen]
-        wrong = [build_tts_sequence(tokenizer, layout, chosen[(i + shift) % len(chosen)].text, u.codes)
+        texts = frontend_texts(tokenizer, [u.text for u in chosen])  # IPA for a phoneme tokenizer
+        right = [build_tts_sequence(tokenizer, layout, texts[i], u.codes) for i, u in enumerate(chosen)]
+        wrong = [build_tts_sequence(tokenizer, layout, texts[(i + shift) % len(chosen)], u.codes)
                  for i, u in enumerate(chosen)]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else layout.speech_generation_end
     was_training = model.training

@@ -24,6 +24,7 @@ from workbench.lm.flops import generation_flops
 from workbench.lm.interleaved import (interleaved_inference_prompt, interleaved_processor, is_interleaved,
                                       n_units_in, sequence_layout_of)
 from workbench.lm.layout import TokenLayout, TokenSequence, build_inference_prompt
+from workbench.lm.phonemes import frontend_text, text_frontend_of
 
 PUBLISHED_TEMPERATURE = 0.8
 PUBLISHED_TOP_P = 1.0
@@ -122,6 +123,9 @@ def tts_prompt(tokenizer: Any, layout: TokenLayout, text: str, *, prompt_text: s
     if sequence_layout_of(tokenizer) == "interleaved":
         return interleaved_inference_prompt(tokenizer, layout, text, prompt_text=prompt_text,
                                             prompt_codes=prompt_codes, prompt_frames=prompt_frames)
+    if text_frontend_of(tokenizer) == "phonemes":  # the IPA the tokenizer was trained on
+        text = frontend_text(tokenizer, text)
+        prompt_text = None if prompt_text is None else frontend_text(tokenizer, prompt_text) + " "
     return build_inference_prompt(tokenizer, layout, text, prompt_text=prompt_text, prompt_codes=prompt_codes)
 
 

@@ -57,9 +57,12 @@ class LMTrainConfig:
     preset: str = "cpu-1m"
     tokenizer: str = ""  # local tokenizer folder (Llama-3 style or workbench); "" = train a BPE
     text_vocab_size: int = 512  # BPE size when training a tokenizer
-    # Text front-end when no `tokenizer` folder is given: a BPE trained on the transcripts, or one
-    # token per character of normalised text (what the interleaved layout needs)
-    text_frontend: Literal["bpe", "chars"] = "bpe"
+    # Text front-end when no `tokenizer` folder is given: a BPE trained on the transcripts, one
+    # token per character of normalised text (what the interleaved layout needs), or a BPE trained
+    # on the transcripts' espeak-ng IPA (lm.phonemes; the tokenizer records it, so every prompt is
+    # phonemized the same way at inference)
+    text_frontend: Literal["bpe", "chars", "phonemes"] = "bpe"
+    phoneme_voice: str = "en-us"  # espeak-ng voice of the phoneme front-end
     # "llasa": all text, then all speech (the paper). "interleaved": each character right before
     # its frames (lm.interleaved; a departure from Llasa that reads its text at laptop scale)
     sequence_layout: Literal["llasa", "interleaved"] = "llasa"
@@ -121,8 +124,12 @@ class LMTrainConfig:
             raise ValueError(f"warmup_frac={self.warmup_frac}, min_lr_ratio={self.min_lr_ratio}: out of range")
         if self.sequence_layout not in ("llasa", "interleaved"):
             raise ValueError(f"LMTrainConfig.sequence_layout = {self.sequence_layout!r}: expected 'llasa' or 'interleaved'")
-        if self.text_frontend not in ("bpe", "chars"):
-            raise ValueError(f"LMTrainConfig.text_frontend = {self.text_frontend!r}: expected 'bpe' or 'chars'")
+        if self.text_frontend not in ("bpe", "chars", "phonemes"):
+            raise ValueError(f"LMTrainConfig.text_frontend = {self.text_frontend!r}: expected 'bpe', 'chars' or 'phonemes'")
+        if self.text_frontend == "phonemes" and (self.sequence_layout != "llasa" or self.tokenizer):
+            raise ValueError("text_frontend='phonemes' needs sequence_layout='llasa' and no tokenizer folder "
+                             f"(got sequence_layout={self.sequence_layout!r}, tokenizer={self.tokenizer!r}): it trains "
+                             "its own BPE on IPA, and the interleaved layout's units are characters")
         if self.sequence_layout == "interleaved" and (self.text_frontend != "chars" or self.tokenizer):
             raise ValueError("sequence_layout='interleaved' needs text_frontend='chars' and no tokenizer folder: "
                              "its units are characters")
@@ -355,17 +362,25 @@ def _prepare_tokenizer(config: LMTrainConfig, train_texts: list[str], codebook_s
     from workbench.lm.text_tokenizer import (
         char_tokenizer, extend_pretrained_tokenizer, load_lm_tokenizer, train_text_tokenizer,
     )
+    from workbench.lm.phonemes import mark_phoneme_tokenizer, phonemize_all, text_frontend_of
 
     saved = run_dir / "tokenizer"
     if dist_info.is_main and not (saved / "tokenizer.json").exists():
         if config.init_from:
             lm_tok = load_lm_tokenizer(config.init_from)
+            if config.text_frontend == "phonemes" and text_frontend_of(lm_tok.tokenizer) != "phonemes":
+                raise ValueError(f"init_from={config.init_from}: its tokenizer is not a phoneme one "
+                                 "(text_frontend='phonemes' fine-tunes only phoneme checkpoints)")
         elif config.tokenizer:
             lm_tok = extend_pretrained_tokenizer(config.tokenizer, codebook_size)
         elif config.text_frontend == "chars":
             lm_tok = char_tokenizer(codebook_size)
             # Saved in tokenizer_config.json: prompts built from this tokenizer follow the layout.
             lm_tok.tokenizer.init_kwargs["sequence_layout"] = config.sequence_layout
+        elif config.text_frontend == "phonemes":
+            lm_tok = train_text_tokenizer(phonemize_all(train_texts, config.phoneme_voice), codebook_size,
+                                          config.text_vocab_size)
+            mark_phoneme_tokenizer(lm_tok.tokenizer, config.phoneme_voice)  # saved in tokenizer_config.json
         else:
             lm_tok = train_text_tokenizer(train_texts, codebook_size, config.text_vocab_size)
         tmp = saved.with_name("tokenizer.tmp")

@@ -28,6 +28,7 @@ from workbench.settings import stage_profiles
 ROWS: dict[str, dict[str, Any]] = {
     "llasa-bpe": {"sequence_layout": "llasa", "text_frontend": "bpe"},
     "llasa-chars": {"sequence_layout": "llasa", "text_frontend": "chars"},
+    "llasa-phonemes": {"sequence_layout": "llasa", "text_frontend": "phonemes"},
     "llasa-bpe-guided": {"sequence_layout": "llasa", "text_frontend": "bpe", "align_prior_weight": 1.0,
                          "align_ctc_weight": 1.0},
     "interleaved-chars": {"sequence_layout": "interleaved", "text_frontend": "chars"},
