@@ -5,6 +5,7 @@ size, token budget, data and seed):
 
 - ``llasa-bpe``: Llasa's layout and a BPE front-end (the paper's recipe);
 - ``llasa-chars``: Llasa's layout, one token per character;
+- ``llasa-phonemes``: Llasa's layout, a BPE over espeak-ng IPA (`workbench.lm.phonemes`);
 - ``llasa-bpe-guided``: Llasa's layout with the training-only attention prior and CTC alignment
   loss (`workbench.lm.alignment_loss`); inference stays plain `generate`;
 - ``interleaved-chars``: each character right before its frames (`workbench.lm.interleaved`), a
