@@ -133,7 +133,6 @@ def held_out(config: AlignmentStudyConfig) -> list[Any]:
 
 
 def _verifiers(config: AlignmentStudyConfig) -> dict[str, Any]:
-    import workbench.verifiers.trained_asr  # noqa: F401 - registers workbench-asr
     from workbench.verifiers.base import get
 
     out = {}
