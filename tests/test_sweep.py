@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from workbench.align.forced import UnitAlignment, save_alignments, text_units
 from workbench.config import for_profile
 from workbench.data.token_shards import CodecInfo, TokenizedUtterance, write_token_shards
 from workbench.scaling.sweep import SweepConfig, run_sweep, sweep_points
@@ -20,6 +21,19 @@ def shards(tmp_path):
         split = "valid" if i % 10 == 0 else "train"
         utterances.append(TokenizedUtterance(f"u{i:03d}", "s", " ".join(chosen), split, codes))
     write_token_shards(tmp_path / "shards", utterances, CodecInfo(codebook_size=32, frame_rate_hz=50, sample_rate=16000))
+    # The smoke and cpu sweeps train the interleaved layout: its durations, each word's 5 frames
+    # shared among its characters (the space before a word takes none; the ends take what is left).
+    alignments = {}
+    for u in utterances:
+        units = text_units(u.text)
+        frames = [0] * len(units)
+        position = 1
+        for word in u.text.split():
+            share = [5 // len(word) + (1 if k < 5 % len(word) else 0) for k in range(len(word))]
+            frames[position:position + len(word)] = share
+            position += len(word) + 1
+        alignments[u.utterance_id] = UnitAlignment(u.utterance_id, units, tuple(frames))
+    save_alignments(tmp_path / "shards" / "alignments.json", alignments, {}, {})
     return tmp_path / "shards"
 
 
