@@ -214,3 +214,42 @@ def test_interleaved_layout_needs_the_character_front_end():
         LMTrainConfig(sequence_layout="interleaved")
     with pytest.raises(ValueError, match="sequence_layout"):
         LMTrainConfig(sequence_layout="ella")
+
+
+def test_code_information_is_the_codes_entropy_when_characters_fix_them_and_near_zero_when_independent():
+    import math
+
+    from workbench.align.information import code_information
+
+    rng = random.Random(1)
+    fixed, independent, alignments = [], [], {}
+    for i in range(300):
+        units = text_units(" ".join(rng.choice(WORDS) for _ in range(3)))
+        uid = f"u{i}"
+        alignments[uid] = UnitAlignment(uid, units, tuple(1 for _ in units))
+        fixed.append(TokenizedUtterance(uid, "s", units, "train" if i < 250 else "valid",
+                                        torch.tensor([ord(c) % K for c in units])))
+        independent.append(TokenizedUtterance(uid, "s", units, "train" if i < 250 else "valid",
+                                              torch.tensor([rng.randrange(K) for _ in units])))
+    determined = code_information(fixed[:250], fixed[250:], alignments, K)
+    assert determined.conditional_entropy_nats < 0.1 and determined.information_nats > 1.5
+    assert determined.n_frames == sum(len(alignments[u.utterance_id].units) for u in fixed[250:])
+    noise = code_information(independent[:250], independent[250:], alignments, K)
+    assert noise.entropy_nats == pytest.approx(math.log(K), abs=0.1) and noise.information_nats < 0.05
+
+
+def test_text_gain_command_prints_the_gain_of_a_saved_model(tmp_path, capsys):
+    import json
+
+    from workbench.lm.diagnostics import main
+
+    utterances, alignments = _utterances_and_alignments(40)
+    shards = tmp_path / "shards"
+    write_token_shards(shards, utterances, CodecInfo(K, 50.0, 16000, "toy"), shard_size=64)
+    save_alignments(shards / "alignments.json", alignments, {}, {})
+    config = for_profile(LMTrainConfig, "smoke", progress=False, peak_flops_per_s=1e11, token_budget=3000,
+                         text_frontend="chars", sequence_layout="interleaved")
+    result = train_lm(config, shards, run_id="cli", root=tmp_path / "runs")
+    main([result.model_dir, str(shards), "--split", "valid"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["n_utterances"] == 4 and printed["gain_nats"] == pytest.approx(printed["loss_wrong"] - printed["loss_right"])

@@ -135,3 +135,30 @@ def lm_text_gain(lm: Any, utterances: Sequence[TokenizedUtterance], **options: A
 
 
 __all__ = ["TextGain", "text_conditioning_gain", "lm_text_gain", "lm_alignments"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m workbench.lm.diagnostics MODEL_DIR TOKENS_DIR [--split valid]``: the text-conditioning
+    gain of a trained LM (in its own layout) on one split of a token-shard folder, as JSON."""
+    import argparse
+    import dataclasses
+    import json
+
+    from workbench.data.token_shards import read_token_shards
+    from workbench.lm.model import load_lm
+
+    parser = argparse.ArgumentParser(prog="python -m workbench.lm.diagnostics", description=main.__doc__)
+    parser.add_argument("model_dir")
+    parser.add_argument("tokens_dir")
+    parser.add_argument("--split", default="valid")
+    parser.add_argument("--max-utterances", type=int, default=32)
+    args = parser.parse_args(argv)
+    _, utterances = read_token_shards(args.tokens_dir, split=args.split)
+    if len(utterances) < 2:
+        raise SystemExit(f"error: {args.tokens_dir}: split {args.split!r} has {len(utterances)} utterances; need 2")
+    gain = lm_text_gain(load_lm(args.model_dir), utterances, max_utterances=args.max_utterances)
+    print(json.dumps({**dataclasses.asdict(gain), "gain_nats": gain.gain_nats}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
