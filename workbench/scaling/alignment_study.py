@@ -19,7 +19,6 @@ ordinary `lm` runs (resumable, reused when finished), so the notebook reruns in 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -84,20 +83,13 @@ def row_run_id(config: AlignmentStudyConfig, row: str) -> str:
     return f"alignment-{row}-{config_hash(row_train_config(config, row), 8)}-{shards_key(config.tokens_dir)}"
 
 
-def _finished(run_dir: Path) -> dict[str, Any] | None:
-    meta, summary = run_dir / "meta.json", run_dir / "summary.json"
-    if not (meta.exists() and summary.exists()) or json.loads(meta.read_text()).get("status") != "finished":
-        return None
-    record = json.loads(summary.read_text())
-    return record if record.get("completed", True) else None
-
-
 def train_rows(config: AlignmentStudyConfig, *, root: str | Path | None = None) -> dict[str, dict[str, Any]]:
     """Train every row not yet finished (resuming interrupted ones); row -> its run summary."""
     from transformers.utils import logging as hf_logging
 
     from workbench.lm.train import train_lm
     from workbench.runs import runs_root
+    from workbench.scaling.sweep import finished_summary
 
     if not config.tokens_dir:
         raise ValueError("tokens_dir is empty: run 10_codec first (the pipeline passes its tokens)")
@@ -105,7 +97,7 @@ def train_rows(config: AlignmentStudyConfig, *, root: str | Path | None = None) 
     out: dict[str, dict[str, Any]] = {}
     for row in config.rows:
         run_id = row_run_id(config, row)
-        summary = _finished(runs_root(root) / "lm" / run_id)
+        summary = finished_summary(runs_root(root) / "lm" / run_id)
         if summary is None:
             print(f"[alignment] training {row} ({config.preset}, {config.token_budget:,} tokens)", flush=True)
             summary = train_lm(row_train_config(config, row), config.tokens_dir, run_id=run_id, root=root).to_dict()

@@ -143,7 +143,8 @@ def _run_point(job: _PointJob) -> dict[str, Any]:
     return result.to_dict()
 
 
-def _finished_summary(run_dir: Path) -> dict[str, Any] | None:
+def finished_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The summary of a finished, completed run (None for a missing, unfinished or stopped one)."""
     meta_path, summary_path = run_dir / "meta.json", run_dir / "summary.json"
     if not (meta_path.exists() and summary_path.exists()):
         return None
@@ -166,7 +167,7 @@ def run_sweep(config: SweepConfig, shards_dir: str | Path, *, root: str | Path |
     rows: dict[str, dict[str, Any]] = {}
     todo: list[SweepPoint] = []
     for point in points:
-        summary = _finished_summary(base_root / "lm" / point.run_id)
+        summary = finished_summary(base_root / "lm" / point.run_id)
         if summary is not None:
             rows[point.run_id] = summary
         else:

@@ -85,7 +85,7 @@ def lm_text_gain(lm: LoadedLM, codec: Codec, config: AblationConfig, max_utteran
     anything to select from."""
     from workbench.audio import load_audio
     from workbench.data.token_shards import TokenizedUtterance
-    from workbench.lm.diagnostics import lm_text_gain as gain_in_own_layout
+    from workbench.lm.diagnostics import TextGain, lm_text_gain as gain_in_own_layout
 
     _, root, utterances = split_utterances(config)
     encoded = []
@@ -95,4 +95,10 @@ def lm_text_gain(lm: LoadedLM, codec: Codec, config: AblationConfig, max_utteran
                                           codec.encode(wav[:1], int(codec.sample_rate))[0]))
     # An interleaved LM is measured on the clips whose re-encoding matches its alignment file
     # frame for frame (all splits of its tokens are aligned).
-    return gain_in_own_layout(lm, encoded)
+    try:
+        return gain_in_own_layout(lm, encoded)
+    except ValueError as error:
+        # An interleaved LM re-measured with another codec: its alignments no longer match the
+        # clips' frames. The search runs all the same; the gain is reported as not measured.
+        print(f"[search] LM text gain not measured: {error}", flush=True)
+        return TextGain(loss_right=float("nan"), loss_wrong=float("nan"), fraction_better=float("nan"), n_utterances=0)
