@@ -12,8 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.align.forced import (ALIGNMENT_FILE, ALIGNMENT_FORMAT, align_clips, file_sha256, load_alignments,
-                                    save_alignments)
+from workbench.align.forced import ALIGNMENT_FILE, ALIGNMENT_FORMAT, align_clips, load_alignments, save_alignments
+from workbench.checkpoints import sha256_file
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class AlignmentSummary:
 
 def _key(tokens_dir: Path, asr_model: Path) -> dict:
     index = json.loads((tokens_dir / "index.json").read_text())
-    return {"format": ALIGNMENT_FORMAT, "asr_model_sha256": file_sha256(asr_model),
+    return {"format": ALIGNMENT_FORMAT, "asr_model_sha256": sha256_file(asr_model),
             "tokens": {"codec": index.get("codec"), "n_utterances": index.get("n_utterances"),
                        "n_frames": index.get("n_frames")}}
 

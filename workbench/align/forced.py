@@ -17,7 +17,6 @@ by time.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,14 +116,6 @@ def align_clips(model: CTCRecognizer, clips: Iterable[tuple[str, torch.Tensor, s
     return aligned, failed
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_alignments(path: str | Path, alignments: dict[str, UnitAlignment], failed: dict[str, str],
                     meta: dict) -> Path:
     payload = {"format": ALIGNMENT_FORMAT, "meta": meta, "failed": failed,
@@ -144,4 +135,4 @@ def load_alignments(path: str | Path) -> dict[str, UnitAlignment]:
 
 
 __all__ = ["ALIGNMENT_FILE", "AlignmentError", "UnitAlignment", "text_units", "align_units", "align_clips",
-           "save_alignments", "load_alignments", "file_sha256"]
+           "save_alignments", "load_alignments"]

@@ -134,6 +134,12 @@ def _verifiers(config: AlignmentStudyConfig) -> dict[str, Any]:
     return out
 
 
+def _mean_wer(config: AlignmentStudyConfig, wavs: list, texts: list[str], sample_rate: int) -> dict[str, float]:
+    """Mean per-clip WER of `wavs` against `texts` by each of the study's ASR verifiers."""
+    return {name: sum(r.raw for r in v.evaluate(wavs, sample_rate, texts)) / len(wavs)
+            for name, v in _verifiers(config).items()}
+
+
 def speak_and_score(lm: Any, codec: Any, config: AlignmentStudyConfig, n_samples: int) -> SpokenEvaluation:
     """`n_samples` text-only samples (temperature `config.temperature`) of each held-out sentence,
     decoded and scored by every WER verifier and by the speaker verifier against the recording."""
@@ -157,8 +163,7 @@ def speak_and_score(lm: Any, codec: Any, config: AlignmentStudyConfig, n_samples
             references.append(reference)
             if k == 0 and i < config.n_listen:
                 listen.append(wav)
-    wer = {name: sum(r.raw for r in v.evaluate(wavs, int(codec.sample_rate), texts)) / len(wavs)
-           for name, v in _verifiers(config).items()}
+    wer = _mean_wer(config, wavs, texts, int(codec.sample_rate))
     sim = float("nan")
     if config.sim_verifier:
         scores = get(config.sim_verifier).evaluate(wavs, int(codec.sample_rate), texts, prompts=references)
@@ -171,8 +176,7 @@ def resynthesis_floor(codec: Any, config: AlignmentStudyConfig) -> SpokenEvaluat
     sentences = held_out(config)[: config.n_sentences]
     wavs = [codec.decode(u.codes[None].long())[0] for u in sentences]
     texts = [u.text for u in sentences]
-    wer = {name: sum(r.raw for r in v.evaluate(wavs, int(codec.sample_rate), texts)) / len(wavs)
-           for name, v in _verifiers(config).items()}
+    wer = _mean_wer(config, wavs, texts, int(codec.sample_rate))
     return SpokenEvaluation(wer=wer, sim=1.0, n_clips=len(wavs), listen=wavs[: config.n_listen])
 
 
