@@ -223,3 +223,37 @@ def test_complex_stft_loss_rejects_bad_settings():
         MultiResolutionComplexSTFTLoss((256,), compression=0.0)
     with pytest.raises(ValueError, match="n_fft"):
         MultiResolutionComplexSTFTLoss(())
+
+
+def test_the_workbench_asr_is_a_frozen_teacher_whose_features_match_its_own_output_layer(tmp_path):
+    """An ASR model file at semantic_model_path gives the ASR teacher: its features are exactly
+    what the recogniser's output layer reads (its log-probabilities are recovered from them),
+    interpolated to the codec's frames; the teacher is frozen and stays out of the codec's
+    state dict, while the adapter that reads it trains."""
+    from workbench.checkmodels.asr_model import (ASRModelSpec, CTCRecognizer, log_mel_features, pad_features,
+                                                  save_model)
+    from workbench.codec.teachers import ASRTeacher, is_workbench_asr
+
+    torch.manual_seed(0)
+    asr = CTCRecognizer(ASRModelSpec(width=32, n_blocks=2, kernel_size=3)).eval()
+    path = save_model(asr, tmp_path / "model.pt")
+    assert is_workbench_asr(path) and is_workbench_asr(tmp_path) and not is_workbench_asr(tmp_path / "nothing")
+    model = build_model(tiny_config(semantic_model_path=str(tmp_path)))
+    assert isinstance(model.teacher, ASRTeacher) and model.teacher.dim == 32
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+    assert not any(k.startswith("_teacher") or k.startswith("model.") for k in model.state_dict())
+
+    wav = torch.randn(2, 1, 16000) * 0.1  # 1 s: 25 ASR frames of 40 ms, 50 codec frames
+    features, lengths = pad_features([log_mel_features(row[0], asr.spec) for row in wav])
+    with torch.no_grad():
+        log_probs, _ = asr(features, lengths)
+        at_asr_rate = model.teacher(wav[:, 0], int(log_probs.shape[1]))  # no interpolation needed
+        at_codec_rate = model.teacher(wav[:, 0], 50)
+    torch.testing.assert_close(asr.head(at_asr_rate).log_softmax(-1), log_probs)
+    assert at_codec_rate.shape == (2, 50, 32)
+
+    out = model(wav)
+    assert out.semantic_target.shape == out.semantic_pred.shape == (2, 50, 32)
+    torch.nn.functional.mse_loss(out.semantic_pred, out.semantic_target).backward()
+    assert model.semantic_adapter.conv1.weight.grad is not None
+    assert model.semantic_adapter.conv1.weight.grad.abs().sum() > 0

@@ -341,6 +341,12 @@ class CTCRecognizer(nn.Module):
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """features (batch, frames, n_mels), zero beyond `lengths` -> (log_probs (batch, out_frames,
         vocab), out_lengths)."""
+        hidden, out_lengths = self.hidden_states(features, lengths)
+        return self.head(hidden).log_softmax(dim=-1), out_lengths
+
+    def hidden_states(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the output layer reads: (batch, out_frames, width) normalised features, and
+        out_lengths. A codec's semantic teacher distils these (`workbench.codec.teachers`)."""
         out_lengths = self.output_lengths(lengths)
         x = self.front(features.transpose(1, 2)).transpose(1, 2)
         mask = (torch.arange(x.shape[1], device=x.device)[None, :] < out_lengths[:, None]).unsqueeze(-1)
@@ -353,7 +359,7 @@ class CTCRecognizer(nn.Module):
             h, _ = self.rnn(packed)
             h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=x.shape[1])
             x = x + h  # residual: the conv features stay available to the head
-        return self.head(self.out_norm(x)).log_softmax(dim=-1), out_lengths
+        return self.out_norm(x), out_lengths
 
     @torch.no_grad()
     def log_probs_of(self, wavs: list[torch.Tensor], batch_size: int = 16) -> list[torch.Tensor]:

@@ -117,7 +117,10 @@ class CodecConfig:
     decoder_dropout: float = 0.1  # inside the ResNet blocks, as in X-codec2
     encoder_anti_alias: bool = True  # X-codec2's 2x up/down-sampled Snake (slow on CPU)
     # --- optional frozen semantic teacher (X-codec2 uses w2v-BERT 2.0, layer 16) ---------------
-    semantic_model_path: str | None = None  # local path or hub id loaded through transformers
+    # a speech encoder transformers loads (path or hub id), or a workbench ASR model file / asr
+    # run directory (codec.teachers.ASRTeacher, whose last hidden layer is used: semantic_layer
+    # applies to transformers teachers only)
+    semantic_model_path: str | None = None
     semantic_layer: int = 16
     semantic_loss_weight: float = 5.0
     # --- losses ---------------------------------------------------------------------------------

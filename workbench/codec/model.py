@@ -16,12 +16,13 @@ What comes from the reference implementation (transformers' ``Xcodec2Model``) an
 - Quantiser: a LayerNorm (see `CodecModel`), then vector-quantize-pytorch's ``FSQ`` (one codebook, levels from the config, no
   commitment loss), which is what X-codec2's training code used; the reference's FSQ is a copy of
   it for inference with the same index layout (first level varies fastest).
-- Semantic branch (optional): a frozen pretrained speech encoder loaded through transformers
-  from ``semantic_model_path`` (w2v-BERT 2.0 layer 16 in the paper), X-codec2's
+- Semantic branch (optional): a frozen teacher from ``semantic_model_path``
+  (`workbench.codec.teachers`: w2v-BERT 2.0 layer 16 in the paper, loaded through transformers,
+  or the workbench's own CTC recogniser), X-codec2's
   ``Xcodec2SemanticAdapter`` conv stack, concatenation with the acoustic features, a linear
   fusion, then FSQ; a linear head on the quantised latent predicts the teacher features for the
-  semantic reconstruction loss. There is no pretrained teacher offline here, so the cpu profile
-  runs without it.
+  semantic reconstruction loss. No pretrained speech encoder loads offline here; the
+  cpu profile's teacher is the workbench ASR trained on the corpus' own transcripts.
 
 transformers is imported when a model is built, never when this module is imported;
 vector-quantize-pytorch is imported with the module, so a missing one fails at import.
@@ -42,6 +43,7 @@ from torch import nn
 from vector_quantize_pytorch import FSQ
 
 from workbench.codec.config import CodecConfig
+from workbench.codec.teachers import load_teacher
 
 
 def _reference():
@@ -198,53 +200,6 @@ class VocosDecoder(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Semantic teacher (optional)
-# ---------------------------------------------------------------------------------------------
-
-class SemanticTeacher(nn.Module):
-    """A frozen pretrained speech encoder: waveform at `sample_rate` -> hidden states of one layer,
-    resampled in time to the codec frame count. Never trained and never saved in checkpoints."""
-
-    def __init__(self, path: str, layer: int, sample_rate: int):
-        super().__init__()
-        from transformers import AutoFeatureExtractor, AutoModel
-
-        self.model = AutoModel.from_pretrained(path).eval().requires_grad_(False)
-        try:
-            self.feature_extractor = AutoFeatureExtractor.from_pretrained(path)
-        except (OSError, ValueError):
-            self.feature_extractor = None  # raw-waveform encoders (wav2vec2-style) without one
-        self.layer = layer
-        self.sample_rate = sample_rate
-        self.dim = int(self.model.config.hidden_size)
-
-    @torch.no_grad()
-    def forward(self, wav: torch.Tensor, n_frames: int) -> torch.Tensor:
-        """wav (B, L) -> features (B, n_frames, dim)."""
-        if self.feature_extractor is not None:
-            rate = getattr(self.feature_extractor, "sampling_rate", self.sample_rate)
-            audio = wav if rate == self.sample_rate else _resample(wav, self.sample_rate, rate)
-            inputs = self.feature_extractor([a.cpu().numpy() for a in audio], sampling_rate=rate,
-                                            return_tensors="pt", padding=True)
-            inputs = {k: v.to(wav.device) for k, v in inputs.items()}
-        else:
-            inputs = {"input_values": wav}
-        outputs = self.model(**inputs, output_hidden_states=True)
-        hidden = outputs.hidden_states[min(self.layer, len(outputs.hidden_states) - 1)]
-        return F.interpolate(hidden.transpose(1, 2), size=n_frames, mode="linear",
-                             align_corners=False).transpose(1, 2)
-
-    def train(self, mode: bool = True) -> "SemanticTeacher":  # frozen: always in eval mode
-        return super().train(False)
-
-
-def _resample(wav: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:
-    import torchaudio.functional as AF
-
-    return AF.resample(wav, from_rate, to_rate)
-
-
-# ---------------------------------------------------------------------------------------------
 # The codec
 # ---------------------------------------------------------------------------------------------
 
@@ -270,7 +225,7 @@ class CodecOutput:
 class CodecModel(nn.Module):
     """Encoder + one FSQ codebook + decoder. Waveforms are (B, 1, L) float at `sample_rate`."""
 
-    def __init__(self, config: CodecConfig, teacher: SemanticTeacher | None = None):
+    def __init__(self, config: CodecConfig, teacher: nn.Module | None = None):
         super().__init__()
         self.config = config
         self.hop_length = config.hop_length
@@ -294,7 +249,7 @@ class CodecModel(nn.Module):
         self.decoder = VocosDecoder(config)
 
     @property
-    def teacher(self) -> SemanticTeacher | None:
+    def teacher(self) -> nn.Module | None:
         return self._teacher[0] if self._teacher else None
 
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - torch's signature
@@ -366,5 +321,5 @@ def build_model(config: CodecConfig) -> CodecModel:
     """A randomly initialised `CodecModel` (with its frozen teacher when the config names one)."""
     teacher = None
     if config.semantic_model_path:
-        teacher = SemanticTeacher(config.semantic_model_path, config.semantic_layer, config.sample_rate)
+        teacher = load_teacher(config.semantic_model_path, config.semantic_layer, config.sample_rate)
     return CodecModel(config, teacher)

@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import dataclasses
 
-    from workbench.data.prepare import ensure_prepared
+    from workbench.data.prepared import ensure_prepared
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--profile", default="cpu")
