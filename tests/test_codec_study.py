@@ -43,3 +43,25 @@ def test_unknown_variant_or_steps_fail_with_the_bad_value():
         variant_overrides("+cTc", 10)
     with pytest.raises(ValueError, match="steps 0"):
         variant_overrides("baseline", 0)
+
+
+def test_the_asr_teacher_variant_sets_the_study_teacher_and_every_other_variant_clears_it():
+    study = for_profile(CodecStudyConfig, "smoke", semantic_teacher="some/teacher", ablation_steps=3)
+    teacher = variant_study(study, "+asr teacher")
+    assert teacher.semantic_teacher == "asr" and "semantic_teacher" not in teacher.train_overrides
+    for variant in set(ABLATION_VARIANTS) - {"+asr teacher"}:
+        assert variant_study(study, variant).semantic_teacher == ""
+    # the teacher's path enters the codec config (and so its run id); without one nothing does
+    assert codec_config_for(teacher, "smoke", "/x/model.pt").semantic_model_path == "/x/model.pt"
+    assert codec_config_for(teacher, "smoke").semantic_model_path is None
+
+
+def test_an_untrained_asr_teacher_leaves_its_variant_missing_instead_of_training(tmp_path, monkeypatch):
+    from workbench.codec.study import ablation_table, teacher_path
+
+    monkeypatch.setenv("WORKBENCH_RUNS", str(tmp_path / "runs"))
+    study = for_profile(CodecStudyConfig, "smoke", ablation_variants=("+asr teacher",), ablation_steps=3)
+    assert teacher_path(variant_study(study, "+asr teacher"), "smoke", train=False) is None
+    table, missing = ablation_table(study, "smoke", tmp_path / "data", train=False)
+    assert missing == ["+asr teacher"] and table.empty
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("model.pt"))

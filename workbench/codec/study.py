@@ -31,6 +31,11 @@ class CodecStudyConfig:
     corpus: str = "kathleen"  # training corpus (prepared with the profile's DataConfig)
     unseen_corpus: str = "vctk"  # speakers the codec never heard, for evaluation
     train_overrides: dict[str, Any] = field(default_factory=dict)  # CodecConfig fields over the profile
+    # The codec's frozen semantic teacher (codec.teachers): "" none; "asr": the workbench CTC
+    # recogniser trained first on the profile's ASR corpora (originals only, no codec in its
+    # data, so the teacher does not depend on the codec it teaches); else a path
+    # `semantic_model_path` accepts. Overrides train_overrides' semantic_model_path.
+    semantic_teacher: str = ""
     eval_max_utterances: int = 0  # 0: every held-out utterance
     verifiers: tuple[str, ...] = ("pocketsphinx", "resemblyzer")  # WER and SIM of resynthesis
     n_listen: int = 4
@@ -50,15 +55,20 @@ class CodecStudyConfig:
 # steps (see `variant_overrides`), the cheapest way to try the GAN at 3.6x the cost of a step.
 # Every variant names the GAN switch, so that each row is the baseline plus one lever whatever
 # the profile's own default (the smoke profile trains with the GAN on).
+# "semantic_teacher" is a study field (see CodecStudyConfig), not a CodecConfig one: every
+# variant names it, so that the baseline is teacher-free whatever the study's own choice.
 _CTC = {"ctc_weight": 1.0, "ctc_batch_size": 2, "ctc_max_s": 4.0}
 _PHASE = {"complex_stft_loss_weight": 10.0}
+_NO_TEACHER = {"semantic_teacher": ""}
 ABLATION_VARIANTS: dict[str, dict[str, Any]] = {
-    "baseline": {"use_gan": False},
-    "+ctc": {"use_gan": False, **_CTC},
-    "+phase": {"use_gan": False, **_PHASE},
-    "+ctc +phase": {"use_gan": False, **_CTC, **_PHASE},
-    "+gan late": {"use_gan": True},
+    "baseline": {"use_gan": False, **_NO_TEACHER},
+    "+ctc": {"use_gan": False, **_CTC, **_NO_TEACHER},
+    "+phase": {"use_gan": False, **_PHASE, **_NO_TEACHER},
+    "+ctc +phase": {"use_gan": False, **_CTC, **_PHASE, **_NO_TEACHER},
+    "+gan late": {"use_gan": True, **_NO_TEACHER},
+    "+asr teacher": {"use_gan": False, "semantic_teacher": "asr"},
 }
+STUDY_FIELDS = ("semantic_teacher",)  # variant keys that set the study, not the codec
 GAN_LATE_FRACTION = 0.2
 
 
@@ -69,16 +79,50 @@ class TrainedCodec:
     codec_config: Any  # CodecConfig, or None for a loaded codec
 
 
-def codec_config_for(study: CodecStudyConfig, profile: str):
+def teacher_asr_config(profile: str):
+    """The `ASRTrainConfig` of the "asr" teacher: the profile's check-ASR recipe without the
+    codec augmentation (the teacher must exist before the codec does)."""
+    from workbench.checkmodels.setup import trained_verifier_configs
+
+    asr_config, _ = trained_verifier_configs(profile, codec=None)
+    return asr_config
+
+
+def teacher_path(study: CodecStudyConfig, profile: str, train: bool = True) -> str | None:
+    """The semantic teacher's path for `study` (None: no teacher, or the "asr" teacher is not
+    trained yet and `train` is False). The "asr" teacher is trained, or its finished run reused."""
+    if not study.semantic_teacher:
+        return None
+    if study.semantic_teacher != "asr":
+        return study.semantic_teacher
+    from workbench.checkmodels.asr_train import RUN_KIND, train_asr
+    from workbench.config import config_hash
+    from workbench.runs import find_runs
+
+    config = teacher_asr_config(profile)
+    if not train:
+        finished = [d for d in find_runs(RUN_KIND, status="finished", config_hash_value=config_hash(config))
+                    if (d / "model.pt").exists()]
+        return str(finished[-1] / "model.pt") if finished else None
+    return str(train_asr(config).model_path)
+
+
+def codec_config_for(study: CodecStudyConfig, profile: str, teacher: str | None = None):
+    """The CodecConfig `study` trains: the profile's, its train_overrides, and the teacher's path
+    (from `teacher_path`) when it has one."""
     from workbench.codec.config import CodecConfig
 
     base = for_profile(CodecConfig, profile)
-    return from_params(CodecConfig, study.train_overrides, base=base) if study.train_overrides else base
+    overrides = dict(study.train_overrides)
+    if teacher:
+        overrides["semantic_model_path"] = teacher
+    return from_params(CodecConfig, overrides, base=base) if overrides else base
 
 
 def train_or_load(study: CodecStudyConfig, profile: str, data_dir: Path) -> TrainedCodec:
     """Load `study.codec`, or train the profile's codec on `data_dir` under a deterministic run id
-    (so a rerun resumes an interrupted training or reuses a finished one)."""
+    (so a rerun resumes an interrupted training or reuses a finished one), after its semantic
+    teacher when the study names one."""
     import json
 
     from workbench.codec.train import train_codec
@@ -86,7 +130,7 @@ def train_or_load(study: CodecStudyConfig, profile: str, data_dir: Path) -> Trai
 
     if study.codec:
         return TrainedCodec(path=study.codec, run_dir=None, codec_config=None)
-    codec_config = codec_config_for(study, profile)
+    codec_config = codec_config_for(study, profile, teacher_path(study, profile))
     run_id = f"{profile}-{Path(data_dir).name}-{config_hash(codec_config, 8)}"
     run_dir = runs_root() / "codec" / run_id
     meta = run_dir / "meta.json"
@@ -203,7 +247,7 @@ def tokens_dir_for(codec_path: str, dataset_name: str) -> Path:
 
 ABLATION_COLUMNS = ["stoi", "pesq_wb", "pesq_nb", "mel_distance", "si_sdr", "codebook_usage",
                     "codebook_perplexity", "wer_original", "wer_resynth", "sim_resynth", "unseen_stoi",
-                    "steps", "train_wall_s", "s_per_step"]
+                    "code_information_nats", "steps", "train_wall_s", "s_per_step"]
 
 
 def variant_overrides(variant: str, steps: int) -> dict[str, Any]:
@@ -212,7 +256,8 @@ def variant_overrides(variant: str, steps: int) -> dict[str, Any]:
         raise ValueError(f"unknown codec ablation variant {variant!r}; variants: {', '.join(ABLATION_VARIANTS)}")
     if steps < 1:
         raise ValueError(f"ablation steps {steps}: must be >= 1")
-    overrides = dict(ABLATION_VARIANTS[variant], max_steps=steps)
+    overrides = {k: v for k, v in ABLATION_VARIANTS[variant].items() if k not in STUDY_FIELDS}
+    overrides["max_steps"] = steps
     if overrides.get("use_gan"):
         overrides["disc_warmup_steps"] = int(round(steps * (1 - GAN_LATE_FRACTION)))
     return overrides
@@ -224,22 +269,42 @@ def variant_study(study: CodecStudyConfig, variant: str) -> CodecStudyConfig:
     import dataclasses
 
     overrides = {**study.train_overrides, **variant_overrides(variant, study.ablation_steps)}
-    return dataclasses.replace(study, codec="", train_overrides=overrides)
+    study_fields = {k: v for k, v in ABLATION_VARIANTS[variant].items() if k in STUDY_FIELDS}
+    return dataclasses.replace(study, codec="", train_overrides=overrides, **study_fields)
 
 
-def _ablation_run_dir(study: CodecStudyConfig, profile: str, data_dir: Path, variant: str) -> Path:
+def _ablation_run_dir(study: CodecStudyConfig, profile: str, data_dir: Path, variant: str) -> Path | None:
+    """Where `variant`'s codec is (to be) trained; None while its teacher is not trained."""
     from workbench.runs import runs_root
 
-    config = codec_config_for(variant_study(study, variant), profile)
+    chosen = variant_study(study, variant)
+    teacher = teacher_path(chosen, profile, train=False)
+    if chosen.semantic_teacher and teacher is None:
+        return None
+    config = codec_config_for(chosen, profile, teacher)
     return runs_root() / "codec" / f"{profile}-{Path(data_dir).name}-{config_hash(config, 8)}"
 
 
+def code_information_of(codec, codec_path: str, data_dir: Path, tokens_dir: Path, asr_model: str | Path) -> float:
+    """Held-out nats a character's identity gives about each of its codec frames
+    (`workbench.align.information`): `data_dir` tokenised into `tokens_dir` and forced-aligned
+    with the CTC recogniser `asr_model` (both reused when already done)."""
+    from workbench.align.corpus import align_token_shards
+    from workbench.align.information import token_dir_information
+    from workbench.codec.tokenize import tokenize_corpus
+
+    tokenize_corpus(codec, data_dir, tokens_dir, codec_id=codec_path)
+    align_token_shards(tokens_dir, data_dir, asr_model, progress=False)
+    return token_dir_information(tokens_dir).information_nats
+
+
 def ablation_row(study: CodecStudyConfig, profile: str, data_dir: Path, unseen_dir: Path | None,
-                 variant: str, train: bool) -> dict[str, Any] | None:
+                 variant: str, train: bool, asr_model: str | Path | None = None) -> dict[str, Any] | None:
     """One variant's table row: trained (or its finished run reused; None when it is missing and
     `train` is False), then evaluated on the held-out split with the study's verifiers and on the
-    unseen speakers (STOI). The evaluation is stored in the run folder and reused when the same
-    evaluation is asked for again."""
+    unseen speakers (STOI), and, given a CTC recogniser `asr_model` to align with, the code
+    information of its tokens. The evaluation is stored in the run folder and reused when the
+    same evaluation is asked for again."""
     import json
 
     from workbench.atomic import atomic_write_json
@@ -247,14 +312,14 @@ def ablation_row(study: CodecStudyConfig, profile: str, data_dir: Path, unseen_d
     from workbench.codec.interface import load_codec
 
     run_dir = _ablation_run_dir(study, profile, data_dir, variant)
-    meta = run_dir / "meta.json"
-    finished = meta.exists() and json.loads(meta.read_text()).get("status") == "finished"
+    meta = run_dir / "meta.json" if run_dir is not None else None
+    finished = meta is not None and meta.exists() and json.loads(meta.read_text()).get("status") == "finished"
     if not finished and not train:
         return None
     trained = train_or_load(variant_study(study, variant), profile, data_dir)
     limit = study.eval_max_utterances or None
     key = {"data": str(data_dir), "unseen": str(unseen_dir), "max_utterances": limit,
-           "verifiers": list(study.verifiers)}
+           "verifiers": list(study.verifiers), "asr_model": str(asr_model) if asr_model else None}
     cache = trained.run_dir / "ablation_eval.json"
     if cache.exists() and json.loads(cache.read_text()).get("key") == key:
         return json.loads(cache.read_text())["row"]
@@ -264,6 +329,8 @@ def ablation_row(study: CodecStudyConfig, profile: str, data_dir: Path, unseen_d
     row = {name: getattr(held_out, name) for name in ABLATION_COLUMNS if hasattr(held_out, name)}
     row["unseen_stoi"] = (evaluate_codec(codec, unseen_dir, split=None, max_utterances=limit).stoi
                           if unseen_dir is not None else None)
+    row["code_information_nats"] = (code_information_of(codec, trained.path, data_dir, trained.run_dir / "tokens",
+                                                        asr_model) if asr_model else None)
     row.update(steps=summary["steps"], train_wall_s=summary["train_wall_s"],
                s_per_step=summary["train_wall_s"] / max(summary["steps"], 1), run=str(trained.run_dir))
     atomic_write_json(cache, {"key": key, "row": row})
@@ -271,20 +338,38 @@ def ablation_row(study: CodecStudyConfig, profile: str, data_dir: Path, unseen_d
 
 
 def ablation_table(study: CodecStudyConfig, profile: str, data_dir: Path, unseen_dir: Path | None = None,
-                   train: bool | None = None):
+                   train: bool | None = None, asr_model: str | Path | None = None):
     """(table, missing variant names): one row per variant of `study.ablation_variants`."""
     import pandas as pd
 
     train = study.ablation_train if train is None else train
     rows, missing = {}, []
     for variant in study.ablation_variants:
-        row = ablation_row(study, profile, data_dir, unseen_dir, variant, train)
+        row = ablation_row(study, profile, data_dir, unseen_dir, variant, train, asr_model)
         if row is None:
             missing.append(variant)
         else:
             rows[variant] = row
     table = pd.DataFrame.from_dict(rows, orient="index", columns=ABLATION_COLUMNS + ["run"])
     return table, missing
+
+
+def with_pipeline_row(table, name: str, trained: TrainedCodec, held_out, unseen, code_information_nats: float | None):
+    """`table` with the notebook's own codec as its first row (`name`), from the evaluations the
+    notebook already made: so the ablation always holds at least one measured row, at the
+    pipeline's full step count, beside the variants."""
+    import json
+
+    import pandas as pd
+
+    row = {c: getattr(held_out, c) for c in ABLATION_COLUMNS if hasattr(held_out, c)}
+    row.update(unseen_stoi=unseen.stoi, code_information_nats=code_information_nats, run=str(trained.run_dir or trained.path))
+    if trained.run_dir is not None and (trained.run_dir / "summary.json").exists():
+        summary = json.loads((trained.run_dir / "summary.json").read_text())
+        row.update(steps=summary["steps"], train_wall_s=summary["train_wall_s"],
+                   s_per_step=summary["train_wall_s"] / max(summary["steps"], 1))
+    own = pd.DataFrame.from_dict({name: row}, orient="index", columns=list(table.columns))
+    return pd.concat([own, table.drop(index=name, errors="ignore")]) if len(table) else own
 
 
 def ablation_command(profile: str, study: CodecStudyConfig) -> str:
@@ -320,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="training steps per variant")
     parser.add_argument("--variants", nargs="+", default=None, choices=list(ABLATION_VARIANTS))
     parser.add_argument("--eval-max-utterances", type=int, default=None)
+    parser.add_argument("--asr", default=None,
+                        help="CTC recogniser (model file or asr run) that aligns each variant's tokens for the "
+                             "code-information column; default: the 'asr' teacher, trained if missing")
     args = parser.parse_args(argv)
     study = for_profile(CodecStudyConfig, args.profile)
     changes = {k: v for k, v in (("ablation_steps", args.steps), ("ablation_variants", tuple(args.variants or ()) or None),
@@ -327,10 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     study = dataclasses.replace(study, **changes)
     data_dir = ensure_prepared(study.corpus, args.profile)
     unseen_dir = ensure_prepared(study.unseen_corpus, args.profile)
+    asr = args.asr or teacher_path(dataclasses.replace(study, semantic_teacher="asr"), args.profile)
     for variant in study.ablation_variants:  # one at a time, so that each row is printed as it lands
-        row = ablation_row(study, args.profile, data_dir, unseen_dir, variant, train=True)
+        row = ablation_row(study, args.profile, data_dir, unseen_dir, variant, train=True, asr_model=asr)
         print(variant, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-    table, _ = ablation_table(study, args.profile, data_dir, unseen_dir, train=False)
+    table, _ = ablation_table(study, args.profile, data_dir, unseen_dir, train=False, asr_model=asr)
     print(table.drop(columns=["run"]).round(3).to_string())
     return 0
 
