@@ -192,3 +192,64 @@ def test_early_stopping_without_a_validation_set_is_refused(tmp_path):
     write_token_shards(shards, train_only, CodecInfo(K, 50.0, 16000, "toy"), shard_size=64)
     with pytest.raises(ValueError, match="early_stop_patience=2 needs a validation set"):
         train_lm(config(early_stop_patience=2, valid_fraction=0.0), shards, run_id="nv", root=tmp_path)
+
+
+# -- the sweep -----------------------------------------------------------------------------------
+
+
+def test_sweep_passes_early_stopping_to_every_point_and_off_leaves_the_points_unchanged():
+    from workbench.scaling.sweep import SweepConfig, sweep_points
+
+    base = dict(sizes=("cpu-0.1m", "cpu-1m"), token_budgets=(1000, 2000), train_profile="smoke")
+    off = sweep_points(SweepConfig(**base))
+    on = sweep_points(SweepConfig(**base, early_stop_patience=4, early_stop_min_delta=0.01))
+    assert all((p.train_config.early_stop_patience, p.train_config.early_stop_min_delta) == (4, 0.01) for p in on)
+    assert all(p.train_config == for_profile(LMTrainConfig, "smoke", preset=p.preset, token_budget=p.token_budget,
+                                             seed=0, progress=False) for p in off)
+    assert {p.run_id for p in on}.isdisjoint(p.run_id for p in off)
+    with pytest.raises(ValueError, match="SweepConfig.early_stop_patience = -2"):
+        SweepConfig(early_stop_patience=-2)
+
+
+def test_the_fits_take_d_and_c_at_the_best_step_of_runs_that_kept_an_earlier_model():
+    """A planted Chinchilla surface whose loss is that of the tokens at each run's best step, while
+    the runs with larger budgets stopped relatively earlier (consumed D^1.5 / 1000, up to 100x their
+    best): the fit finds the planted beta only on the tokens at the best (on the consumed ones it
+    would read beta / 1.5)."""
+    import numpy as np
+    import pandas as pd
+
+    from workbench.scaling import study
+
+    n, d_best = (a.ravel() for a in np.meshgrid(np.geomspace(1e5, 1e9, 6), np.geomspace(1e6, 1e10, 5)))
+    consumed = d_best**1.5 / 1e3
+    stopped = consumed > d_best
+    table = pd.DataFrame({"n_params": n, "tokens_seen": consumed, "flops": 6 * n * consumed,
+                          "best_tokens_seen": [b if s else None for b, s in zip(d_best, stopped)],
+                          "best_flops": [6 * x * b if s else None for x, b, s in zip(n, d_best, stopped)],
+                          "final_valid_loss": 1.7 + 400.0 * n ** -0.34 + 410.0 * d_best ** -0.28,
+                          "token_budget": consumed, "preset": [f"size-{int(x)}" for x in n]})
+    np.testing.assert_array_equal(study.trained_tokens(table), d_best)
+    np.testing.assert_allclose(study.trained_flops(table), 6 * n * d_best)
+    fits = study.fit_sweep(table, n_bootstrap=0, seed=0)
+    assert fits.chinchilla.beta == pytest.approx(0.28, abs=0.01)
+    assert fits.chinchilla.alpha == pytest.approx(0.34, abs=0.01)
+    consumed_only = study.fit_sweep(table.drop(columns=["best_tokens_seen", "best_flops"]), n_bootstrap=0, seed=0)
+    assert consumed_only.chinchilla.beta == pytest.approx(0.28 / 1.5, abs=0.01)
+
+
+def test_a_sweep_with_early_stopping_reports_the_stopped_points_at_their_best_and_reuses_them(shards, workdirs):
+    from workbench.scaling import study
+    from workbench.scaling.sweep import SweepConfig, run_sweep
+
+    config = for_profile(SweepConfig, "smoke", sizes=("cpu-0.1m",), token_budgets=(20_000,), sequence_layout="",
+                         early_stop_patience=2)
+    first = run_sweep(config, shards, progress=False)
+    assert not first.failed and len(first.table) == 1
+    row = first.table.iloc[0]
+    assert row["stopped_early"] and row["tokens_seen"] < 20_000
+    assert row["best_tokens_seen"] < row["tokens_seen"] and row["final_valid_loss"] == row["best_valid_loss"]
+    assert study.trained_tokens(first.table)[0] == row["best_tokens_seen"]
+    assert row["compute"] == row["best_flops"] < row["flops"]
+    again = run_sweep(config, shards, progress=False)
+    assert again.n_reused == 1 and again.table.iloc[0]["best_step"] == row["best_step"]
