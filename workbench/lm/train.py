@@ -17,6 +17,11 @@ RNG states, data position, counters), written atomically every `checkpoint_every
 ``<run>/checkpoints/step-NNNNNNN`` with ``<run>/checkpoints/latest`` naming the newest. Reopening the
 run id resumes from it and ends with the same weights and losses as an uninterrupted run.
 
+Early stopping (``early_stop_patience`` > 0, off by default; `workbench.training.EarlyStopping`):
+after that many evaluations without a new best validation loss the run ends, finished, with the
+best evaluation's weights as its model. Checkpoints then also hold the rule's state and the best
+weights (``best_weights.pt``), so a resumed run stops where an uninterrupted one does.
+
 Data parallel: launch under ``torchrun --nproc_per_node N -m workbench.lm.train ...``; the loop uses
 torch DDP (gloo on CPU, NCCL on GPU), or FSDP2 with ``sharding="fsdp"`` (`workbench.lm.sharded`).
 Rank 0 alone writes the run directory. ``packing`` puts several utterances in each row
