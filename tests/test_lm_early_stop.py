@@ -165,6 +165,14 @@ def test_early_stopping_off_trains_to_the_budget_and_keeps_the_last_weights(shar
     checkpoint = Path(result.run_dir) / "checkpoints" / "step-0000040"
     assert not (checkpoint / BEST_WEIGHTS_FILE).exists()
     assert "early_stop" not in torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+    # a run made before these fields existed (its config.yaml lacks them) reopens under its run id
+    import yaml
+
+    config_path = Path(result.run_dir) / "config.yaml"
+    old = {k: v for k, v in yaml.safe_load(config_path.read_text()).items() if not k.startswith("early_stop")}
+    config_path.write_text(yaml.safe_dump(old, sort_keys=False))
+    again = train_lm(config(), shards, run_id="off", root=tmp_path)
+    assert (again.steps, again.final_valid_loss) == (40, result.final_valid_loss)
 
 
 def test_resume_after_interruption_stops_where_the_uninterrupted_run_does(shards, tmp_path):
