@@ -9,7 +9,14 @@ only when that step is not already the run's own end, the trainer saves its chec
 summary with ``completed: false``, leaves the run marked ``interrupted`` (resumable: the same call
 with the same run id continues from the checkpoint; never ``finished``, so nothing reuses it as a
 done run), skips what only a finished run makes (the final model file, the final evaluation) and
-returns its usual typed result with ``completed=False``. Nothing is raised."""
+returns its usual typed result with ``completed=False``. Nothing is raised.
+
+Early stopping on validation loss (`EarlyStopping`, the LM's ``early_stop_patience``) is the other
+kind of stop and ends the opposite way: the run is done. The trainer keeps the best evaluation's
+weights as its model, saves a checkpoint, marks the run ``finished`` with ``completed: true`` (a
+rerun reuses it) and records where the best was. Its state (best loss and step, evaluations since
+the best, whether it has stopped) is part of every checkpoint, so a resumed run stops where an
+uninterrupted one does."""
 
 from __future__ import annotations
 
@@ -87,3 +94,51 @@ class StopAfter:
         """Mark `run` (None on a process that does not own it) to end ``interrupted``, not finished."""
         if run is not None:
             run.stop_early(f"stop_after_steps={self.steps} reached")
+
+
+@dataclass
+class EarlyStopping:
+    """Patience on a validation loss, checked once per evaluation.
+
+    An evaluation improves when its loss is below the best so far by at least `min_delta` (the
+    first finite loss always does); after `patience` evaluations in a row without one, `stopped`
+    turns true and stays so. `patience` 0 is off: nothing improves, nothing stops. A NaN loss
+    never improves (a diverged run stops rather than keeping NaN as its best)."""
+
+    patience: int
+    min_delta: float = 0.0
+    best_loss: float = math.inf
+    best_step: int = -1  # -1: no evaluation improved yet
+    evals_since_best: int = 0
+    stopped: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 0:
+            raise ValueError(f"early stopping patience={self.patience!r}: must be a whole number of evaluations >= 0")
+        if not self.min_delta >= 0.0:
+            raise ValueError(f"early stopping min_delta={self.min_delta!r}: must be >= 0")
+
+    @property
+    def enabled(self) -> bool:
+        return self.patience > 0
+
+    def update(self, loss: float, step: int) -> bool:
+        """Record the evaluation at `step`; True when it is the new best (keep its weights)."""
+        if not self.enabled or self.stopped:
+            return False
+        if loss < self.best_loss - self.min_delta:  # inf - delta is inf: any finite first loss improves
+            self.best_loss, self.best_step, self.evals_since_best = float(loss), int(step), 0
+            return True
+        self.evals_since_best += 1
+        self.stopped = self.evals_since_best >= self.patience
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_loss": self.best_loss, "best_step": self.best_step,
+                "evals_since_best": self.evals_since_best, "stopped": self.stopped}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_loss = float(state["best_loss"])
+        self.best_step = int(state["best_step"])
+        self.evals_since_best = int(state["evals_since_best"])
+        self.stopped = bool(state["stopped"])

@@ -17,6 +17,11 @@ RNG states, data position, counters), written atomically every `checkpoint_every
 ``<run>/checkpoints/step-NNNNNNN`` with ``<run>/checkpoints/latest`` naming the newest. Reopening the
 run id resumes from it and ends with the same weights and losses as an uninterrupted run.
 
+Early stopping (``early_stop_patience`` > 0, off by default; `workbench.training.EarlyStopping`):
+after that many evaluations without a new best validation loss the run ends, finished, with the
+best evaluation's weights as its model. Checkpoints then also hold the rule's state and the best
+weights (``best_weights.pt``), so a resumed run stops where an uninterrupted one does.
+
 Data parallel: launch under ``torchrun --nproc_per_node N -m workbench.lm.train ...``; the loop uses
 torch DDP (gloo on CPU, NCCL on GPU), or FSDP2 with ``sharding="fsdp"`` (`workbench.lm.sharded`).
 Rank 0 alone writes the run directory. ``packing`` puts several utterances in each row
@@ -41,9 +46,10 @@ from typing import Any, ClassVar, Literal
 from workbench.atomic import atomic_write_text
 from workbench.config import for_profile, from_params
 from workbench.settings import stage_profiles
-from workbench.training import StopAfter, WarmupCosine, rng_state, set_rng_state
+from workbench.training import EarlyStopping, StopAfter, WarmupCosine, rng_state, set_rng_state
 
 TRAINER_STATE_FILE = "trainer_state.pt"
+BEST_WEIGHTS_FILE = "best_weights.pt"  # in a checkpoint, with early stopping on: the best evaluation's weights
 LATEST_FILE = "latest"
 
 
@@ -90,6 +96,15 @@ class LMTrainConfig:
     grad_clip: float = 1.0
     eval_every: int = 100
     eval_batches: int = 10  # in all (split over processes); 0 = the whole validation set
+    # Early stopping on validation loss (0 = off, the default: the run trains to its budget and
+    # saves its last weights). > 0: stop once this many evaluations in a row have not lowered the
+    # best validation loss by at least `early_stop_min_delta` nats, and save the best evaluation's
+    # weights (not the last ones) as the run's model; the summary records best_step,
+    # best_valid_loss and best_tokens_seen, and final_valid_loss is the saved model's. A stopped
+    # run is finished (completed), not interrupted. The LR schedule stays planned for the whole
+    # budget. Needs a validation set; checkpoints then also hold the best weights (resume exact).
+    early_stop_patience: int = 0
+    early_stop_min_delta: float = 0.0
     valid_fraction: float = 0.05  # held out by id hash when the shards have no valid split
     train_split: str = "train"
     valid_split: str = "valid"
@@ -118,6 +133,12 @@ class LMTrainConfig:
                      "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LMTrainConfig.{name} = {getattr(self, name)}: must be >= 1")
+        if isinstance(self.early_stop_patience, bool) or not isinstance(self.early_stop_patience, int) \
+                or self.early_stop_patience < 0:
+            raise ValueError(f"LMTrainConfig.early_stop_patience = {self.early_stop_patience!r}: must be a whole "
+                             "number of evaluations >= 0 (0 = no early stopping)")
+        if not self.early_stop_min_delta >= 0.0:  # also rejects NaN
+            raise ValueError(f"LMTrainConfig.early_stop_min_delta = {self.early_stop_min_delta!r}: must be >= 0 nats")
         if self.token_budget < 1 and self.max_steps < 1:
             raise ValueError("LMTrainConfig needs token_budget >= 1 or max_steps >= 1")
         if not 0.0 <= self.warmup_frac < 1.0 or not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -167,7 +188,18 @@ class LMTrainResult:
     n_train_sequences: int
     n_dropped: int
     n_truncated: int
-    completed: bool  # reached the token budget / max_steps (False: stopped by stop_after_steps)
+    completed: bool  # reached the token budget / max_steps or stopped early (False: stopped by stop_after_steps)
+    # Early stopping (LMTrainConfig.early_stop_patience > 0; None / False when off). The saved
+    # model is the best evaluation's: final_valid_loss == best_valid_loss, and the model was
+    # trained on best_tokens_seen tokens and best_flops FLOPs (tokens_seen / flops: all that the
+    # run consumed, steps after the best included). last_valid_loss: the last evaluation's.
+    stopped_early: bool = False  # patience ran out before the budget
+    best_step: int | None = None
+    best_valid_loss: float | None = None
+    best_tokens_seen: int | None = None
+    best_flops: float | None = None
+    best_flops_non_embedding: float | None = None
+    last_valid_loss: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -564,6 +596,13 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
     state: dict[str, Any] = {"step": 0, "tokens_seen": 0, "flops": 0.0, "flops_non_embedding": 0.0,
                              "train_time_s": 0.0, "wall_s": 0.0, "last_train_loss": float("nan"),
                              "last_valid_loss": float("nan")}
+    if config.early_stop_patience > 0 and not len(valid_set):
+        raise ValueError(f"early_stop_patience={config.early_stop_patience} needs a validation set, and "
+                         f"{shards_dir} has no {config.valid_split!r} utterances (set valid_fraction or valid_split)")
+    early = EarlyStopping(config.early_stop_patience, config.early_stop_min_delta)
+    # Where the best evaluation was (its weights: `best_weights`, a CPU state dict on rank 0).
+    best_at: dict[str, Any] = {"tokens_seen": 0, "flops": 0.0, "flops_non_embedding": 0.0}
+    best_weights: dict[str, Any] | None = None
     if latest is not None:
         saved = load_weights_only(latest / TRAINER_STATE_FILE)
         if sharded:
@@ -576,6 +615,11 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
         stream.load_state_dict(saved["data"])
         set_rng_state(saved["rng"])
         state.update(saved["counters"])
+        if early.enabled:
+            early.load_state_dict(saved["early_stop"])
+            best_at.update(saved["early_stop"]["best_at"])
+            if early.best_step >= 0 and dist_info.is_main:
+                best_weights = load_weights_only(latest / BEST_WEIGHTS_FILE)
     wall_offset = state["wall_s"]
 
     ddp_model = model
@@ -605,10 +649,13 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
                 peak_flops_per_s=peak, world_size=dist_info.world_size, device=str(device),
                 attention=attention, packing=config.packing, sharding=config.sharding, compile=config.compile)
 
-    def done() -> bool:
+    def budget_spent() -> bool:
         if config.max_steps > 0:
             return state["step"] >= config.max_steps
         return state["tokens_seen"] >= config.token_budget
+
+    def done() -> bool:
+        return early.stopped or budget_spent()
 
     def save(step: int) -> None:
         to_save, optimizer_state = _savable(model, optimizer, sharded)
@@ -616,7 +663,9 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
             "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
             "data": stream.state_dict(), "rng": rng_state(),
             "counters": {**state, "wall_s": wall_offset + time.perf_counter() - wall_start},
+            **({"early_stop": {**early.state_dict(), "best_at": dict(best_at)}} if early.enabled else {}),
         }
+        best_file = {BEST_WEIGHTS_FILE: lambda p: torch.save(best_weights, p)} if best_weights is not None else {}
         if dist_info.is_main:
             ckpt_root = run_dir / "checkpoints"
             name = f"step-{step:07d}"
@@ -624,7 +673,7 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
                             extra={"preset": config.preset, "step": step, "run_id": run_id,
                                    "sequence_layout": config.sequence_layout, "text_frontend": config.text_frontend,
                                    **({"alignments": str(alignments_path)} if alignments_path else {})},
-                            extra_files={TRAINER_STATE_FILE: lambda p: torch.save(trainer_state, p),
+                            extra_files={TRAINER_STATE_FILE: lambda p: torch.save(trainer_state, p), **best_file,
                                          FOLDER_CHECKSUMS: lambda p: write_folder_checksums(p.parent)})
             atomic_write_text(ckpt_root / LATEST_FILE, name + "\n")
             kept = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir())
@@ -637,7 +686,7 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
     autocast = _autocast(device, config)
     window_loss, window_steps, window_tokens, window_time = 0.0, 0, 0, 0.0
     window_align: dict[str, float] = {}  # alignment losses per sequence, summed over the window's steps
-    stopped_early = False
+    interrupted = False
     while not done():
         step_start = time.perf_counter()
         micro = [next(stream) for _ in range(config.grad_accum)]
@@ -712,39 +761,81 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
             if run is not None:
                 run.log(step, valid_loss=state["last_valid_loss"], tokens_seen=state["tokens_seen"],
                         flops=state["flops"], flops_non_embedding=state["flops_non_embedding"])
+            # The same loss on every rank (all-reduced): all ranks agree on the best and the stop.
+            if early.update(state["last_valid_loss"], step):
+                best_weights = _weights_snapshot(model, sharded) if dist_info.is_main or sharded else None
+                best_at.update(tokens_seen=state["tokens_seen"], flops=state["flops"],
+                               flops_non_embedding=state["flops_non_embedding"])
+            if early.stopped and run is not None:
+                run.log(step, event="early_stop", best_step=early.best_step, best_valid_loss=early.best_loss,
+                        evals_since_best=early.evals_since_best)
         if step % config.checkpoint_every == 0 or done():
             save(step)
         if stop.due(step, done=done()):
             if step % config.checkpoint_every:
                 save(step)
-            stopped_early = True
+            interrupted = True
             break
     progress.close()
 
     wall_s = wall_offset + time.perf_counter() - wall_start
     model_dir = run_dir / "model"
-    final_model = _savable(model, None, sharded)[0] if not stopped_early else None
-    if dist_info.is_main and not stopped_early:
+    if interrupted:
+        final_model = None
+    elif early.enabled and early.best_step >= 0:  # the best evaluation's weights, not the last ones
+        final_model = _model_with(model, best_weights, sharded) if dist_info.is_main else None
+    else:
+        final_model = _savable(model, None, sharded)[0]
+    if dist_info.is_main and not interrupted:
         save_checkpoint(model_dir, final_model, tokenizer, layout, codec=codec,
-                        extra={"preset": config.preset, "step": state["step"], "run_id": run_id,
-                               "sequence_layout": config.sequence_layout, "text_frontend": config.text_frontend,
+                        extra={"preset": config.preset,
+                               "step": early.best_step if early.enabled and early.best_step >= 0 else state["step"],
+                               "run_id": run_id, "sequence_layout": config.sequence_layout, "text_frontend": config.text_frontend,
                                **({"alignments": str(alignments_path)} if alignments_path else {})})
     _barrier(dist_info)
+    kept_best = early.enabled and early.best_step >= 0
     result = LMTrainResult(
         run_id=run_id, run_dir=str(run_dir), model_dir=str(model_dir), preset=config.preset,
         n_params=counts.n_params, n_params_non_embedding=counts.n_params_non_embedding,
         tokens_seen=int(state["tokens_seen"]), steps=int(state["step"]), flops=float(state["flops"]),
         flops_non_embedding=float(state["flops_non_embedding"]),
-        final_train_loss=float(state["last_train_loss"]), final_valid_loss=float(state["last_valid_loss"]),
+        final_train_loss=float(state["last_train_loss"]),
+        final_valid_loss=float(early.best_loss if kept_best else state["last_valid_loss"]),
         wall_s=wall_s, tokens_per_s=state["tokens_seen"] / max(state["train_time_s"], 1e-9),
         n_train_sequences=len(train_set), n_dropped=train_set.n_dropped, n_truncated=train_set.n_truncated,
-        completed=not stopped_early,
+        completed=not interrupted,
+        stopped_early=early.stopped and not budget_spent(),
+        **({"best_step": early.best_step, "best_valid_loss": early.best_loss,
+            "best_tokens_seen": int(best_at["tokens_seen"]), "best_flops": float(best_at["flops"]),
+            "best_flops_non_embedding": float(best_at["flops_non_embedding"]),
+            "last_valid_loss": float(state["last_valid_loss"])} if kept_best else {}),
     )
     if run is not None:
         run.summary(**result.to_dict(), world_size=dist_info.world_size)
-    if stopped_early:
+    if interrupted:
         stop.leave_resumable(run)
     return result
+
+
+def _weights_snapshot(model: Any, sharded: bool) -> dict[str, Any] | None:
+    """A CPU copy of the model's weights (sharded: gathered to rank 0, a collective; None elsewhere)."""
+    if sharded:
+        from workbench.lm.sharded import full_state
+
+        state = full_state(model, None)[0]
+        return None if state is None else {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _model_with(model: Any, weights: dict[str, Any], sharded: bool) -> Any:
+    """A model `save_pretrained` can write holding `weights` (rank 0). Unsharded: the training
+    model itself, loaded with them (training is over)."""
+    if sharded:
+        from workbench.lm.sharded import plain_model
+
+        return plain_model(model, weights)
+    model.load_state_dict(weights)
+    return model
 
 
 def _savable(model: Any, optimizer: Any, sharded: bool) -> tuple[Any, Any]:

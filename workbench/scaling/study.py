@@ -75,10 +75,31 @@ def _try_fit(name: str, not_fitted: dict[str, str], fit: Callable[[], Any]) -> A
         return None
 
 
+def trained_tokens(table) -> np.ndarray:
+    """D of each run: the tokens its saved model was trained on. A run with early stopping saved
+    its best evaluation's weights, so D is the tokens seen at that evaluation (`best_tokens_seen`),
+    not all it consumed; other runs (no such column, or None in it) saved their last weights."""
+    return _at_best(table, "tokens_seen")
+
+
+def trained_flops(table) -> np.ndarray:
+    """C of each run, on the same rule as `trained_tokens`: the FLOPs that trained the saved model."""
+    return _at_best(table, "flops")
+
+
+def _at_best(table, column: str) -> np.ndarray:
+    values = table[column].to_numpy(float)
+    best = f"best_{column}"
+    if best not in table:
+        return values
+    at_best = table[best].to_numpy(float)  # None -> NaN
+    return np.where(np.isnan(at_best), values, at_best)
+
+
 def fit_sweep(table, n_bootstrap: int = 100, seed: int = 0, loss_column: str = "final_valid_loss") -> ScalingFits:
     n = table["n_params"].to_numpy(float)
-    d = table["tokens_seen"].to_numpy(float)
-    c = table["flops"].to_numpy(float)
+    d = trained_tokens(table)
+    c = trained_flops(table)
     loss = table[loss_column].to_numpy(float)
     not_fitted: dict[str, str] = {}
     if len(table) == 0:
@@ -108,7 +129,7 @@ def fit_sweep(table, n_bootstrap: int = 100, seed: int = 0, loss_column: str = "
 
 def fit_isoflop_sweep(table, loss_column: str = "final_valid_loss"):
     """Approach 2 on an IsoFLOP sweep: a parabola of loss vs log N per FLOP budget."""
-    return fit_isoflop(table["n_params"].to_numpy(float), table["tokens_seen"].to_numpy(float),
+    return fit_isoflop(table["n_params"].to_numpy(float), trained_tokens(table),
                        table[loss_column].to_numpy(float), budgets=table["flop_budget"].to_numpy(float))
 
 
@@ -118,7 +139,7 @@ def loss_vs_compute_figure(table, fits: ScalingFits, loss_column: str = "final_v
     reason it is withheld written on the figure."""
     from workbench.scaling.plots import plot_loss_vs_compute
 
-    return plot_loss_vs_compute(table["flops"], table[loss_column], table["n_params"],
+    return plot_loss_vs_compute(trained_flops(table), table[loss_column], table["n_params"],
                                 power_law_fit=None if fits.holdout else fits.power_law,
                                 chinchilla_fit=fits.chinchilla, holdout=fits.holdout,
                                 chinchilla_check=fits.chinchilla_check,

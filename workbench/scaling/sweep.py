@@ -38,6 +38,12 @@ class SweepConfig:
     # so larger rungs are not held back by a rate tuned for a small one. "constant": one lr for all.
     lr_rule: Literal["constant", "width"] = "constant"
     lr_reference_width: int = 128
+    # Early stopping of every point on its validation loss (LMTrainConfig.early_stop_patience /
+    # early_stop_min_delta; 0 = off: each point trains to its budget). A point that stops keeps its
+    # best evaluation's model, and the fits take D (and C) at that evaluation, not the budget:
+    # the tokens that model saw (`workbench.scaling.study.trained_tokens`).
+    early_stop_patience: int = 0
+    early_stop_min_delta: float = 0.0
     executor: Literal["local", "inline", "slurm", "submitit-local"] = "local"
     max_workers: int = 2
     memory_per_job_gb: float = 2.0
@@ -49,6 +55,14 @@ class SweepConfig:
     n_listen: int = 2  # held-out sentences synthesised by every model size
 
     PROFILES: ClassVar[dict] = stage_profiles("sweep")  # workbench/profiles.yaml
+
+    def __post_init__(self) -> None:
+        if isinstance(self.early_stop_patience, bool) or not isinstance(self.early_stop_patience, int) \
+                or self.early_stop_patience < 0:
+            raise ValueError(f"SweepConfig.early_stop_patience = {self.early_stop_patience!r}: must be a whole "
+                             "number of evaluations >= 0 (0 = no early stopping)")
+        if not self.early_stop_min_delta >= 0.0:
+            raise ValueError(f"SweepConfig.early_stop_min_delta = {self.early_stop_min_delta!r}: must be >= 0 nats")
 
 
 @dataclass(frozen=True)
@@ -111,7 +125,9 @@ def sweep_points(config: SweepConfig, n_params_of: Any = None, data_key: str = "
     if config.sequence_layout:
         layout = dict(sequence_layout=config.sequence_layout,
                       text_frontend="chars" if config.sequence_layout == "interleaved" else "bpe")
-    base = for_profile(LMTrainConfig, config.train_profile, seed=config.seed, progress=False, **layout)
+    base = for_profile(LMTrainConfig, config.train_profile, seed=config.seed, progress=False,
+                       early_stop_patience=config.early_stop_patience,
+                       early_stop_min_delta=config.early_stop_min_delta, **layout)
     triples: list[tuple[str, int, float]]
     if config.grid == "product":
         triples = [(size, budget, 0.0) for size in config.sizes for budget in config.token_budgets]
@@ -189,15 +205,20 @@ def run_sweep(config: SweepConfig, shards_dir: str | Path, *, root: str | Path |
             if result.ok:
                 rows[point.run_id] = result.value
                 if progress:
+                    stopped = (f", stopped early, best at {result.value['best_tokens_seen']:,} tokens"
+                               if result.value.get("stopped_early") else "")
                     print(f"[sweep {config.name}] done {point.preset} x {point.token_budget:,} tokens: "
-                          f"valid loss {result.value['final_valid_loss']:.4f} ({result.wall_time_s:.0f} s)", flush=True)
+                          f"valid loss {result.value['final_valid_loss']:.4f}{stopped} ({result.wall_time_s:.0f} s)",
+                          flush=True)
             else:
                 failed.append(f"{point.run_id}: {result.error.strip().splitlines()[-1] if result.error else 'failed'}")
     table = pd.DataFrame([{**rows[p.run_id], "run_id": p.run_id, "token_budget": p.token_budget,
                            "flop_budget": p.flop_budget}
                           for p in points if p.run_id in rows])
     if not table.empty:
-        table["compute"] = table["flops"]
+        from workbench.scaling.study import trained_flops
+
+        table["compute"] = trained_flops(table)  # of the saved model: at the best step when one stopped early
         table = table.sort_values(["n_params", "token_budget"]).reset_index(drop=True)
     return SweepResult(config=config, table=table, failed=failed, n_reused=n_reused)
 
