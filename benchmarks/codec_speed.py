@@ -11,8 +11,11 @@ Baselines:
   floor of any inverse-STFT head);
 - training: the same step with the GAN on (discriminator step + adversarial terms), with the
   phase-aware complex STFT loss, with the CTC objective (a batch of whole transcribed
-  utterances through the encoder and the CTC head; the ablation's "+ctc" settings), and a
-  plain conv-stack forward+backward on the same batch.
+  utterances through the encoder and the CTC head; the ablation's "+ctc" settings), with the
+  workbench-ASR semantic teacher (the "+asr teacher" variant: the frozen recogniser's features
+  into the encoder and a reconstruction head; a recogniser of the cpu ASR profile's shape, its
+  weights do not change the cost), and a plain conv-stack forward+backward on the same batch.
+  The encode+decode RTF is also measured with the teacher.
 RTF = processing seconds / audio seconds (lower is faster; < 0.05 is 20x faster than real time).
 Wall times on shared cores are noisy: each number is the median of `--repeats` runs; the
 encode+decode RTF is also given in CPU time, which the machine's other load does not inflate.
@@ -223,6 +226,39 @@ def main() -> None:
           f"{1 / t_ctc_step:6.2f} steps/s | CTC objective costs {t_ctc_step / t_mel_step:.2f}x")
     print(f"the profile's {config.max_steps} steps = about {config.max_steps * t_mel_step / 60:.0f} min mel-only, "
           f"{config.max_steps * t_ctc_step / 60:.0f} min with CTC (at this machine's current speed)")
+
+    import dataclasses
+    import tempfile
+
+    from workbench.checkmodels.asr_model import ASRModelSpec, CTCRecognizer, save_model
+    from workbench.checkmodels.asr_train import ASRTrainConfig
+    from workbench.codec.losses import semantic_loss
+
+    asr_cpu = for_profile(ASRTrainConfig, "cpu")
+    spec = ASRModelSpec(**{f.name: getattr(asr_cpu, f.name) for f in dataclasses.fields(ASRModelSpec)
+                           if hasattr(asr_cpu, f.name)})
+    with tempfile.TemporaryDirectory() as folder:
+        teacher_file = save_model(CTCRecognizer(spec), Path(folder) / "model.pt")
+        torch.manual_seed(0)
+        taught = build_model(dataclasses.replace(config, semantic_model_path=str(teacher_file)))
+    opt_t = torch.optim.AdamW(taught.parameters(), lr=1e-4)
+
+    def step_teacher() -> None:
+        out = taught(batch)
+        loss = (config.mel_loss_weight * mel_loss(out.audio, batch)
+                + config.semantic_loss_weight * semantic_loss(out.semantic_pred, out.semantic_target))
+        opt_t.zero_grad()
+        loss.backward()
+        opt_t.step()
+
+    t_teacher_step = median_time(step_teacher, repeats)
+    print(f"{'step, mel loss only':<28} {1 / t_mel_step:6.2f} steps/s | {'step + ASR teacher':<26} "
+          f"{1 / t_teacher_step:6.2f} steps/s | teacher costs {t_teacher_step / t_mel_step:.2f}x")
+    taught.eval()
+    with torch.no_grad():
+        t_enc_taught = median_time(lambda: taught.encode(x), args.repeats)
+    row("encode with ASR teacher", t_enc_taught, "encode without (codec)", t_enc)
+    print(f"encode+decode RTF with the ASR teacher {(t_enc_taught + t_dec) / audio_s:.4f} (target < 0.05)")
 
 
 if __name__ == "__main__":
