@@ -92,3 +92,21 @@ def test_bad_text_source_and_too_many_sentences_are_named_errors(tmp_path):
     config = for_profile(PretrainSynthConfig, "smoke", text_source=str(path))
     with pytest.raises(ConfigError, match="total_sentences = 24: .* only 3"):
         assign_sentences(config, load_sentences(config), speaker_grid(2, (30, 70), (140, 190)))
+
+
+def test_smoke_pretraining_corpus_is_prepared_under_its_registry_name_and_reused(tmp_path):
+    from workbench.data.manifest import read_manifest
+    from workbench.data.synth import prepare_synth_pretrain
+
+    report = prepare_synth_pretrain("smoke", data_dir=tmp_path)
+    assert report.corpus == "synth_pretrain" and report.n_kept == 24 and not report.skipped
+    folder = tmp_path / "synth_pretrain"
+    utterances = read_manifest(folder)
+    train_speakers = {u.speaker for u in utterances if u.split == "train"}
+    held_out = {u.speaker for u in utterances} - train_speakers
+    assert len(held_out) == 2 and all(u.split == "test" for u in utterances if u.speaker in held_out)
+    assert "each read by one of 6 voices" in (folder / "SOURCE.md").read_text()
+    wavs = sorted((tmp_path / "raw").rglob("*.wav"))
+    stamps = [w.stat().st_mtime_ns for w in wavs]
+    prepare_synth_pretrain("smoke", data_dir=tmp_path)  # a rerun synthesises nothing again
+    assert [w.stat().st_mtime_ns for w in wavs] == stamps
