@@ -110,3 +110,19 @@ def test_smoke_pretraining_corpus_is_prepared_under_its_registry_name_and_reused
     stamps = [w.stat().st_mtime_ns for w in wavs]
     prepare_synth_pretrain("smoke", data_dir=tmp_path)  # a rerun synthesises nothing again
     assert [w.stat().st_mtime_ns for w in wavs] == stamps
+
+
+def test_a_changed_sentence_list_gets_a_fresh_raw_folder_and_a_resized_corpus_the_same(tmp_path):
+    from workbench.config import for_profile
+    from workbench.data.synth import PretrainSynthConfig, raw_synth_dir
+
+    path = tmp_path / "sentences.txt"
+    path.write_text("One two three four.\nFive six seven eight.\n")
+    config = for_profile(PretrainSynthConfig, "smoke", text_source=str(path), total_sentences=2)
+    before = raw_synth_dir(config, tmp_path)
+    assert raw_synth_dir(for_profile(PretrainSynthConfig, "smoke", text_source=str(path), total_sentences=1),
+                         tmp_path) == before  # a prefix of the same corpus: its audio is reused
+    path.write_text("One two three four.\nFive six seven nine.\n")
+    assert raw_synth_dir(config, tmp_path) != before
+    assert raw_synth_dir(for_profile(PretrainSynthConfig, "smoke", text_source=str(path), total_sentences=2, seed=1),
+                         tmp_path) != raw_synth_dir(config, tmp_path)

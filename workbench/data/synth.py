@@ -29,9 +29,9 @@ from typing import ClassVar
 from tqdm.auto import tqdm
 
 from workbench.atomic import atomic_write_text
-from workbench.errors import ConfigError
 from workbench.data.manifest import Utterance
 from workbench.data.readers import TRANSCRIPTS_FILE
+from workbench.errors import ConfigError
 from workbench.settings import stage_profiles
 
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc")
@@ -256,13 +256,17 @@ def synth_corpus(config: SynthConfig, out_dir: str | Path, sentences_path: str |
     return utterances
 
 
-def raw_synth_dir(config: SynthConfig, data_dir: str | Path | None = None) -> Path:
-    """Where `config`'s raw corpus is synthesised: the verifier corpus keeps its historical name."""
+def raw_synth_dir(config: SynthConfig, data_dir: str | Path | None = None,
+                  sentences_path: str | Path | None = None) -> Path:
+    """Where `config`'s raw corpus is synthesised: the verifier corpus keeps its historical name;
+    any other is named by its settings and by a hash of its sentence list, so that a changed text
+    source (an upgraded package, an edited file) never pairs old audio with new text."""
     from workbench.data.prepare import data_root
 
     if not config.one_speaker_per_sentence and config.corpus == "synth":
         return data_root(data_dir) / "raw" / f"synth-{config.n_speakers}x{config.n_sentences}"
-    return data_root(data_dir) / "raw" / f"{config.corpus}-{config.fingerprint()}"
+    texts = hashlib.sha256("\n".join(f"{i}\t{t}" for i, t in load_sentences(config, sentences_path)).encode())
+    return data_root(data_dir) / "raw" / f"{config.corpus}-{config.fingerprint()}-{texts.hexdigest()[:8]}"
 
 
 def synth_and_prepare(synth: SynthConfig, profile: str, sentences: str | Path | None = None,
@@ -272,7 +276,7 @@ def synth_and_prepare(synth: SynthConfig, profile: str, sentences: str | Path | 
     from workbench.config import for_profile
     from workbench.data.prepare import DataConfig, prepare_corpus
 
-    raw_dir = raw_synth_dir(synth, data_dir)
+    raw_dir = raw_synth_dir(synth, data_dir, sentences)
     synth_corpus(synth, raw_dir, sentences, progress=progress)
     overrides = {} if synth.corpus == "synth" else {"max_utterances": 0}  # the synth config sizes it
     data_config = for_profile(DataConfig, profile, corpus=synth.corpus, source=str(raw_dir),
