@@ -30,8 +30,9 @@ step() {  # step NAME COMMAND...: run quietly, one line with the time, the log o
     fi
 }
 
-# chromium: the browser tests open the HTML reports and JupyterLab headless
-apt_packages=(espeak-ng sox libsndfile1 chromium)
+# chromium: the browser tests open the HTML reports and JupyterLab headless; fortunes and
+# wordnet-base: the sentences of the synthetic pretraining corpus (workbench.data.sentences)
+apt_packages=(espeak-ng sox libsndfile1 chromium fortunes wordnet-base)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -40,9 +40,17 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    from workbench.data.synth import prepare_synth
+    from workbench.data.synth import prepare_synth, prepare_synth_pretrain
 
-    report = prepare_synth(args.profile, sentences=args.sentences, data_dir=args.data_dir, progress=True)
+    overrides = parse_overrides(args.set)
+    if args.pretrain:
+        if args.sentences:
+            overrides["sentences_file"] = str(args.sentences)
+        report = prepare_synth_pretrain(args.profile, data_dir=args.data_dir, progress=True, **overrides)
+    else:
+        if overrides:
+            raise ConfigError("--set applies to the pretraining corpus only (add --pretrain)")
+        report = prepare_synth(args.profile, sentences=args.sentences, data_dir=args.data_dir, progress=True)
     print(report.summary_line())
     return 0
 
@@ -229,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth = data_sub.add_parser("synth", help="synthesise a deterministic multi-speaker corpus with espeak-ng and prepare it")
     synth.add_argument("--sentences", type=Path, help="CMU ARCTIC .data file or one sentence per line")
     synth.add_argument("--data-dir", type=Path)
+    synth.add_argument("--pretrain", action="store_true",
+                       help="the LM pretraining corpus 'synth_pretrain': distinct package sentences, one voice each")
+    synth.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="with --pretrain: override a PretrainSynthConfig field, e.g. total_sentences=2000")
     _profile_arg(synth)
     synth.set_defaults(func=cmd_data_synth)
     listing = data_sub.add_parser("list", help="list registered corpora with origin and licence")

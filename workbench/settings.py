@@ -27,6 +27,7 @@ TABLE_PATH = Path(__file__).with_name("profiles.yaml")
 STAGE_CLASSES = {
     "data": "workbench.data.prepare:DataConfig",
     "synth": "workbench.data.synth:SynthConfig",
+    "synth_pretrain": "workbench.data.synth:PretrainSynthConfig",
     "codec": "workbench.codec.config:CodecConfig",
     "codec_study": "workbench.codec.study:CodecStudyConfig",
     "lm": "workbench.lm.train:LMTrainConfig",

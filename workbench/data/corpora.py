@@ -70,6 +70,19 @@ register_corpus(CorpusSpec(
     origin="made here by `workbench data synth` with espeak-ng from the CMU ARCTIC prompts",
     licence="as espeak-ng output: free to use; prompts under the CMU ARCTIC licence",
     description="deterministic multi-speaker synthetic speech (voices x pitch x rate)"))
+register_corpus(CorpusSpec(
+    "synth_pretrain", "transcripts", mirror_subdir="", native_sample_rate=22050,
+    origin=("made here by `workbench data synth --pretrain` with espeak-ng from the sentences of two Debian "
+            "packages: `fortunes` (the fortune-mod cookie files, /usr/share/games/fortunes, offensive set "
+            "excluded) and `wordnet-base` (the usage examples of WordNet 3.0's glosses); Kathleen's "
+            "sentences excluded"),
+    licence=("audio: espeak-ng output, free to use; sentences: `fortunes` under fortune-mod's BSD licence "
+             "(Copyright (c) 1991 The Regents of the University of California; 3-clause, advertising clause "
+             "deleted; see /usr/share/doc/fortunes/copyright; the cookies are quotations collected from many "
+             "authors), and `wordnet-base` under the WordNet 3.0 licence (Copyright 2006 Princeton "
+             "University; use, copy, modify and distribute with the notice kept; see "
+             "/usr/share/doc/wordnet-base/copyright)"),
+    description="~20,000 distinct English sentences, each read once by one of 96 espeak-ng voices, for LM pretraining"))
 
 
 def get_corpus(name: str) -> CorpusSpec:
