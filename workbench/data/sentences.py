@@ -145,13 +145,18 @@ def fortune_sentences(directory: str | Path = FORTUNES_DIR, exclude: set[str] | 
                 continue
             # a spaced dash is a pause: spoken like a comma
             for sentence in split_sentences(" ".join(prose.replace(" -- ", ", ").split())):
-                if not speaks_well(sentence, rules):
-                    continue
-                key = normalize_text(sentence)
-                if key and key not in seen:
-                    seen.add(key)
-                    sentences.append(sentence)
+                _keep_if_new(sentence, rules, seen, sentences)
     return sentences
+
+
+def _keep_if_new(sentence: str, rules: SentenceFilter, seen: set[str], kept: list[str]) -> None:
+    """Append `sentence` to `kept` when it speaks well and its normalised text is not in `seen`."""
+    if not sentence or not speaks_well(sentence, rules):
+        return
+    key = normalize_text(sentence)
+    if key and key not in seen:
+        seen.add(key)
+        kept.append(sentence)
 
 
 def wordnet_examples(directory: str | Path = WORDNET_DIR) -> list[str]:
@@ -187,13 +192,7 @@ def wordnet_sentences(directory: str | Path = WORDNET_DIR, exclude: set[str] | f
     seen = set(exclude)
     sentences = []
     for example in wordnet_examples(directory):
-        sentence = as_sentence(example)
-        if not sentence or not speaks_well(sentence, rules):
-            continue
-        key = normalize_text(sentence)
-        if key and key not in seen:
-            seen.add(key)
-            sentences.append(sentence)
+        _keep_if_new(as_sentence(example), rules, seen, sentences)
     return sentences
 
 
