@@ -65,3 +65,28 @@ def test_an_untrained_asr_teacher_leaves_its_variant_missing_instead_of_training
     table, missing = ablation_table(study, "smoke", tmp_path / "data", train=False)
     assert missing == ["+asr teacher"] and table.empty
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("model.pt"))
+
+
+def test_the_notebooks_codec_leads_the_ablation_and_absorbs_the_variant_trained_in_the_same_run(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from workbench.codec.study import ABLATION_COLUMNS, TrainedCodec, with_pipeline_row
+
+    run = tmp_path / "codec-run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"steps": 2500, "train_wall_s": 1000.0}))
+    held_out = SimpleNamespace(stoi=0.73, pesq_wb=1.1, wer_resynth=0.75)
+    trained = TrainedCodec(path=str(run / "codec.pt"), run_dir=run, codec_config=None)
+    columns = ABLATION_COLUMNS + ["run"]
+    variants = pd.DataFrame.from_dict({"baseline": {"stoi": 0.80, "run": str(tmp_path / "other")},
+                                       "+asr teacher": {"stoi": 0.73, "run": str(run)}}, orient="index", columns=columns)
+    table = with_pipeline_row(variants, "this notebook's codec", trained, held_out, SimpleNamespace(stoi=0.68), 0.59)
+    assert list(table.index) == ["this notebook's codec (= +asr teacher)", "baseline"]
+    first = table.iloc[0]
+    assert (first["stoi"], first["unseen_stoi"], first["code_information_nats"], first["steps"]) == (0.73, 0.68, 0.59, 2500)
+    assert first["s_per_step"] == 0.4
+    alone = with_pipeline_row(variants.iloc[:0], "this notebook's codec", trained, held_out, SimpleNamespace(stoi=0.68), None)
+    assert list(alone.index) == ["this notebook's codec"]

@@ -368,8 +368,13 @@ def with_pipeline_row(table, name: str, trained: TrainedCodec, held_out, unseen,
         summary = json.loads((trained.run_dir / "summary.json").read_text())
         row.update(steps=summary["steps"], train_wall_s=summary["train_wall_s"],
                    s_per_step=summary["train_wall_s"] / max(summary["steps"], 1))
+    # A variant trained in the very same run (same config) is this codec: one row, named for both.
+    same = [v for v, run in table["run"].items() if Path(str(run)) == Path(row["run"])] if len(table) else []
+    if same:
+        name = f"{name} (= {', '.join(same)})"
+        table = table.drop(index=same)
     own = pd.DataFrame.from_dict({name: row}, orient="index", columns=list(table.columns))
-    return pd.concat([own, table.drop(index=name, errors="ignore")]) if len(table) else own
+    return pd.concat([own, table]) if len(table) else own
 
 
 def ablation_command(profile: str, study: CodecStudyConfig) -> str:
