@@ -68,8 +68,8 @@ Profiles (see `workbench.config.for_profile`):
   * Semantic teacher: the study (`codec.study.CodecStudyConfig.semantic_teacher: asr`, the cpu
     default) sets ``semantic_model_path`` to the workbench ASR trained on the originals first
     (`codec.teachers.ASRTeacher`). At 2,500 steps it raised the held-out code information from
-    0.31 to 0.59 nats per frame and a cpu-1m LM's text gain from 0.036 to 0.196 nats per token,
-    for STOI 0.73 instead of 0.80 (docs/design.md, "Codes that carry the words").
+    0.31 to 0.43-0.59 nats per frame and a cpu-1m LM's text gain from 0.036 to 0.15-0.20 nats
+    per token, for STOI 0.73-0.75 instead of 0.80 (docs/design.md, "Codes that carry the words").
 
   Results of the first cpu run (``runs/codec/cpu-kathleen``: (8,5,5,5), no regulariser, lr 1e-3,
   1,182 steps in 14 min): Kathleen test STOI 0.67, PESQ-WB 1.08, usage 0.21 (perplexity 34 of
