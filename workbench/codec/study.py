@@ -329,8 +329,10 @@ def ablation_row(study: CodecStudyConfig, profile: str, data_dir: Path, unseen_d
     row = {name: getattr(held_out, name) for name in ABLATION_COLUMNS if hasattr(held_out, name)}
     row["unseen_stoi"] = (evaluate_codec(codec, unseen_dir, split=None, max_utterances=limit).stoi
                           if unseen_dir is not None else None)
-    row["code_information_nats"] = (code_information_of(codec, trained.path, data_dir, trained.run_dir / "tokens",
-                                                        asr_model) if asr_model else None)
+    # the corpus tokens 10_codec makes for the same codec: tokenised and aligned once, for both
+    tokens_dir = tokens_dir_for(trained.path, Path(data_dir).name)
+    row["code_information_nats"] = (code_information_of(codec, trained.path, data_dir, tokens_dir, asr_model)
+                                    if asr_model else None)
     row.update(steps=summary["steps"], train_wall_s=summary["train_wall_s"],
                s_per_step=summary["train_wall_s"] / max(summary["steps"], 1), run=str(trained.run_dir))
     atomic_write_json(cache, {"key": key, "row": row})
