@@ -346,6 +346,18 @@ def _result_from_run(run_dir: Path, reused: bool) -> ASRTrainResult:
                           reused=reused, completed=summary.get("completed", True))
 
 
+def finished_asr_run(config: ASRTrainConfig, root: str | Path | None = None) -> Path | None:
+    """The newest finished run of `config` (same config hash) under `root` that has its summary
+    and model file, or None: what `train_asr` reuses instead of training again."""
+    from workbench.config import config_hash
+    from workbench.runs import find_runs
+
+    for run_dir in reversed(find_runs(RUN_KIND, root=root, status="finished", config_hash_value=config_hash(config))):
+        if (run_dir / "summary.json").exists() and (run_dir / "model.pt").exists():
+            return run_dir
+    return None
+
+
 def train_asr(config: ASRTrainConfig, run_id: str | None = None, root: str | Path | None = None, *,
               reuse: bool = True, stop_after_steps: int | None = None) -> ASRTrainResult:
     """Train the CTC recogniser (run kind "asr") and evaluate it on `config.eval_sets`.
@@ -356,15 +368,13 @@ def train_asr(config: ASRTrainConfig, run_id: str | None = None, root: str | Pat
     (checkpoint, run left "interrupted" and resumable, no model.pt or final evaluation, result with
     ``completed=False``).
     """
-    from workbench.config import config_hash
-    from workbench.runs import find_runs, start_run
+    from workbench.runs import start_run
 
     stop = StopAfter(stop_after_steps)
     if reuse and run_id is None:
-        for run_dir in reversed(find_runs(RUN_KIND, root=root, status="finished",
-                                          config_hash_value=config_hash(config))):
-            if (run_dir / "summary.json").exists() and (run_dir / "model.pt").exists():
-                return _result_from_run(run_dir, reused=True)
+        finished = finished_asr_run(config, root)
+        if finished is not None:
+            return _result_from_run(finished, reused=True)
     import torch
 
     threads = torch.get_num_threads()

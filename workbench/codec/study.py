@@ -95,15 +95,12 @@ def teacher_path(study: CodecStudyConfig, profile: str, train: bool = True) -> s
         return None
     if study.semantic_teacher != "asr":
         return study.semantic_teacher
-    from workbench.checkmodels.asr_train import RUN_KIND, train_asr
-    from workbench.config import config_hash
-    from workbench.runs import find_runs
+    from workbench.checkmodels.asr_train import finished_asr_run, train_asr
 
     config = teacher_asr_config(profile)
     if not train:
-        finished = [d for d in find_runs(RUN_KIND, status="finished", config_hash_value=config_hash(config))
-                    if (d / "model.pt").exists()]
-        return str(finished[-1] / "model.pt") if finished else None
+        finished = finished_asr_run(config)
+        return str(finished / "model.pt") if finished is not None else None
     return str(train_asr(config).model_path)
 
 
