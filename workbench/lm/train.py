@@ -105,6 +105,10 @@ class LMTrainConfig:
     # budget. Needs a validation set; checkpoints then also hold the best weights (resume exact).
     early_stop_patience: int = 0
     early_stop_min_delta: float = 0.0
+    # Training only: each speech token of the input replaced, with this probability, by a random
+    # codebook entry, targets unchanged (workbench.lm.context_noise: the model learns not to lean
+    # on its own past frames, which free-running generation gets wrong). 0 = off.
+    speech_input_noise: float = 0.0
     valid_fraction: float = 0.05  # held out by id hash when the shards have no valid split
     train_split: str = "train"
     valid_split: str = "valid"
@@ -137,6 +141,9 @@ class LMTrainConfig:
                 or self.early_stop_patience < 0:
             raise ValueError(f"LMTrainConfig.early_stop_patience = {self.early_stop_patience!r}: must be a whole "
                              "number of evaluations >= 0 (0 = no early stopping)")
+        if not 0.0 <= self.speech_input_noise < 1.0:  # also rejects NaN
+            raise ValueError(f"LMTrainConfig.speech_input_noise = {self.speech_input_noise!r}: must be in [0, 1) "
+                             "(the probability that an input speech token is replaced)")
         if not self.early_stop_min_delta >= 0.0:  # also rejects NaN
             raise ValueError(f"LMTrainConfig.early_stop_min_delta = {self.early_stop_min_delta!r}: must be >= 0 nats")
         if self.token_budget < 1 and self.max_steps < 1:
@@ -494,6 +501,7 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
 
     from workbench.checkpoints import FOLDER_CHECKSUMS, load_weights_only, write_folder_checksums
     from workbench.data.token_shards import read_token_shards
+    from workbench.lm.context_noise import noise_generator, with_noisy_speech_inputs
     from workbench.lm.data import BatchStream, collate, encode_utterances, eval_batches, split_utterances
     from workbench.lm.flops import count_params, training_flops
     from workbench.lm.model import build_model, load_lm, save_checkpoint
@@ -701,6 +709,9 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
             n_sequences = float(_all_reduce_sum(torch.tensor(float(sum(len(b.seq_lens) for b in micro))), dist_info))
             align_sums = torch.zeros(2, dtype=torch.float64)
         for i, batch in enumerate(micro):
+            if config.speech_input_noise > 0:
+                batch = with_noisy_speech_inputs(batch, layout, config.speech_input_noise,
+                                                 noise_generator(config.seed + dist_info.rank, state["step"], i))
             batch = batch.to(device)
             sync = i == len(micro) - 1 or dist_info.world_size == 1
             with gradient_sync(ddp_model, sync):
