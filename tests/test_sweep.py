@@ -87,3 +87,39 @@ def test_width_rule_scales_each_sizes_learning_rate_inversely_with_its_width_and
         assert (point.train_config.sequence_layout, point.train_config.text_frontend) == ("interleaved", "chars")
     assert scaled[1].train_config.lr == pytest.approx(lr0)  # cpu-1m is the reference width
     assert {p.run_id for p in scaled}.isdisjoint(p.run_id for p in constant)
+
+
+def test_the_final_lm_is_the_ladders_recipe_at_its_own_size_budget_and_noise_and_off_by_default():
+    from workbench.scaling.sweep import final_point
+
+    assert final_point(SweepConfig()) is None and final_point(for_profile(SweepConfig, "gpu-1b")) is None
+    config = SweepConfig(sizes=("cpu-0.1m", "cpu-1m"), token_budgets=(1000,), train_profile="smoke", lr_rule="width",
+                         sequence_layout="interleaved", final_preset="cpu-1m", final_token_budget=5000,
+                         final_speech_input_noise=0.3)
+    final = final_point(config, "abc")
+    ladder = {p.preset: p for p in sweep_points(config, data_key="abc")}
+    assert (final.preset, final.token_budget, final.train_config.speech_input_noise) == ("cpu-1m", 5000, 0.3)
+    # everything else is the ladder's point of that size (layout, lr rule, profile)
+    import dataclasses
+
+    same = dataclasses.replace(final.train_config, token_budget=1000, speech_input_noise=0.0)
+    assert same == ladder["cpu-1m"].train_config
+    assert final.run_id not in {p.run_id for p in ladder.values()} and final.run_id.endswith("-abc")
+    assert final_point(dataclasses.replace(config, final_speech_input_noise=0.2), "abc").run_id != final.run_id
+
+
+@pytest.mark.parametrize("fields", [dict(final_preset="cpu-1m"), dict(final_token_budget=1000),
+                                    dict(final_preset="cpu-1m", final_token_budget=1000, final_speech_input_noise=1.0)])
+def test_a_half_set_or_bad_final_lm_is_refused_by_name(fields):
+    with pytest.raises(ValueError, match="final_"):
+        SweepConfig(**fields)
+
+
+def test_the_final_lm_trains_once_and_is_reused(shards, workdirs):
+    from workbench.scaling.sweep import train_final_lm
+
+    config = for_profile(SweepConfig, "smoke")
+    first = train_final_lm(config, shards, progress=False)
+    assert first["completed"] and first["tokens_seen"] >= config.final_token_budget
+    again = train_final_lm(config, shards, progress=False)
+    assert again["run_id"] == first["run_id"] and again["wall_s"] == first["wall_s"]  # read back, not retrained

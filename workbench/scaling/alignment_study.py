@@ -9,7 +9,10 @@ size, token budget, data and seed):
 - ``llasa-bpe-guided``: Llasa's layout with the training-only attention prior and CTC alignment
   loss (`workbench.lm.alignment_loss`); inference stays plain `generate`;
 - ``interleaved-chars``: each character right before its frames (`workbench.lm.interleaved`), a
-  departure from Llasa's layout that needs forced alignments.
+  departure from Llasa's layout that needs forced alignments;
+- ``interleaved-chars-noise``: the same with 20 % of the input speech frames replaced by random
+  codes during training (`workbench.lm.context_noise`); it pays off only past the cpu row budget
+  (design.md, "Reading is not saying"), which is why the pipeline's LM trains longer.
 
 Columns: the held-out text-conditioning gain (in each row's own layout), validation loss, WER of
 text-only samples by every ASR verifier beside the codec-resynthesis WER of the real recordings
@@ -32,6 +35,7 @@ ROWS: dict[str, dict[str, Any]] = {
     "llasa-bpe-guided": {"sequence_layout": "llasa", "text_frontend": "bpe", "align_prior_weight": 1.0,
                          "align_ctc_weight": 1.0},
     "interleaved-chars": {"sequence_layout": "interleaved", "text_frontend": "chars"},
+    "interleaved-chars-noise": {"sequence_layout": "interleaved", "text_frontend": "chars", "speech_input_noise": 0.2},
 }
 """Row name -> the LMTrainConfig fields it sets on top of the train profile."""
 

@@ -44,6 +44,14 @@ class SweepConfig:
     # the tokens that model saw (`workbench.scaling.study.trained_tokens`).
     early_stop_patience: int = 0
     early_stop_min_delta: float = 0.0
+    # The pipeline's LM (what 25_alignment evaluates and 30_search samples): one more run after
+    # the ladder, at `final_preset` and `final_token_budget` with the ladder's settings plus
+    # `final_speech_input_noise` (LMTrainConfig.speech_input_noise). At cpu scale a model reads its
+    # text only after more tokens than the ladder's top budget (docs/design.md, "Reading is not
+    # saying"). "" / 0 = no such run: the ladder's lowest-validation-loss run is the pipeline's LM.
+    final_preset: str = ""
+    final_token_budget: int = 0
+    final_speech_input_noise: float = 0.0
     executor: Literal["local", "inline", "slurm", "submitit-local"] = "local"
     max_workers: int = 2
     memory_per_job_gb: float = 2.0
@@ -63,6 +71,11 @@ class SweepConfig:
                              "number of evaluations >= 0 (0 = no early stopping)")
         if not self.early_stop_min_delta >= 0.0:
             raise ValueError(f"SweepConfig.early_stop_min_delta = {self.early_stop_min_delta!r}: must be >= 0 nats")
+        if bool(self.final_preset) != (self.final_token_budget > 0):
+            raise ValueError(f"SweepConfig.final_preset = {self.final_preset!r}, final_token_budget = "
+                             f"{self.final_token_budget}: set both (a final run) or neither")
+        if not 0.0 <= self.final_speech_input_noise < 1.0:
+            raise ValueError(f"SweepConfig.final_speech_input_noise = {self.final_speech_input_noise!r}: must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -117,17 +130,22 @@ def lr_for(config: SweepConfig, base_lr: float, preset: str) -> float:
     return base_lr * config.lr_reference_width / get_preset(preset).d_model
 
 
-def sweep_points(config: SweepConfig, n_params_of: Any = None, data_key: str = "") -> list[SweepPoint]:
-    """The grid as a list of points with deterministic run ids (`data_key` names the tokens)."""
+def _base_train_config(config: SweepConfig):
+    """The LMTrainConfig every point starts from: the train profile with the sweep's settings."""
     from workbench.lm.train import LMTrainConfig
 
     layout = {}
     if config.sequence_layout:
         layout = dict(sequence_layout=config.sequence_layout,
                       text_frontend="chars" if config.sequence_layout == "interleaved" else "bpe")
-    base = for_profile(LMTrainConfig, config.train_profile, seed=config.seed, progress=False,
+    return for_profile(LMTrainConfig, config.train_profile, seed=config.seed, progress=False,
                        early_stop_patience=config.early_stop_patience,
                        early_stop_min_delta=config.early_stop_min_delta, **layout)
+
+
+def sweep_points(config: SweepConfig, n_params_of: Any = None, data_key: str = "") -> list[SweepPoint]:
+    """The grid as a list of points with deterministic run ids (`data_key` names the tokens)."""
+    base = _base_train_config(config)
     triples: list[tuple[str, int, float]]
     if config.grid == "product":
         triples = [(size, budget, 0.0) for size in config.sizes for budget in config.token_budgets]
@@ -145,6 +163,40 @@ def sweep_points(config: SweepConfig, n_params_of: Any = None, data_key: str = "
         points.append(SweepPoint(run_id=run_id, preset=size, token_budget=int(budget), train_config=train_config,
                                  flop_budget=flop_budget))
     return points
+
+
+def final_point(config: SweepConfig, data_key: str = "") -> SweepPoint | None:
+    """The pipeline's LM run after the ladder (None when the config asks for none)."""
+    if not config.final_preset:
+        return None
+    base = _base_train_config(config)
+    train_config = dataclasses.replace(base, preset=config.final_preset, token_budget=config.final_token_budget,
+                                       lr=lr_for(config, base.lr, config.final_preset),
+                                       speech_input_noise=config.final_speech_input_noise)
+    run_id = (f"{config.name}-final-{config.final_preset}-{config.final_token_budget}-{config_hash(train_config, 8)}"
+              f"{'-' + data_key if data_key else ''}")
+    return SweepPoint(run_id=run_id, preset=config.final_preset, token_budget=config.final_token_budget,
+                      train_config=train_config)
+
+
+def train_final_lm(config: SweepConfig, shards_dir: str | Path, *, root: str | Path | None = None,
+                   progress: bool = True) -> dict[str, Any] | None:
+    """Train (or reuse, or resume) the final run of `final_point`; its summary, None when off."""
+    from workbench.runs import runs_root
+
+    point = final_point(config, data_key=shards_key(shards_dir))
+    if point is None:
+        return None
+    base_root = runs_root(root)
+    summary = finished_summary(base_root / "lm" / point.run_id)
+    if summary is None:
+        if progress:
+            print(f"[sweep {config.name}] final LM: {point.preset} x {point.token_budget:,} tokens, speech input "
+                  f"noise {config.final_speech_input_noise}", flush=True)
+        summary = _run_point(_PointJob(point.train_config, str(shards_dir), point.run_id, str(base_root)))
+    elif progress:
+        print(f"[sweep {config.name}] final LM reused: {point.run_id}", flush=True)
+    return {**summary, "run_id": point.run_id, "token_budget": point.token_budget}
 
 
 def _run_point(job: _PointJob) -> dict[str, Any]:
