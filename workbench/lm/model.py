@@ -145,6 +145,13 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     return json.loads(meta_path.read_text()) if meta_path.exists() else {}
 
 
+def cache_kwarg(model: Any) -> str:
+    """transformers 5.x names the cache argument `cache` (`past_key_values` is deprecated there)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+
 def load_lm(path: str | Path, *, device: str = "cpu", dtype: Any = None) -> LoadedLM:
     """Load a workbench checkpoint or a Llasa-style folder (LlamaForCausalLM + tokenizer with the
     8 specials and ``<|s_k|>`` tokens). dtype defaults to fp32 on CPU (bf16 matmuls are ~200x
@@ -180,6 +187,7 @@ def load_lm(path: str | Path, *, device: str = "cpu", dtype: Any = None) -> Load
 
 
 __all__ = [
+    "cache_kwarg",
     "WORKBENCH_LM_FILE", "LoadedLM", "build_llama_config", "build_model", "make_generation_config",
     "save_checkpoint", "read_checkpoint_meta", "load_lm",
 ]

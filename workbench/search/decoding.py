@@ -27,6 +27,7 @@ from workbench.lm.flops import generation_flops
 from workbench.lm.generate import SamplingConfig
 from workbench.lm.interleaved import interleaved_processor, is_interleaved
 from workbench.lm.layout import TokenLayout
+from workbench.lm.model import cache_kwarg
 
 
 @dataclass
@@ -112,13 +113,6 @@ class Sampler:
         return torch.multinomial(probs, 1, generator=self.generator)[:, 0]
 
 
-def _cache_kwarg(model: Any) -> str:
-    """transformers 5.x names the cache argument `cache` (`past_key_values` is deprecated there)."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
-
-
 @torch.no_grad()
 def prefill(model: Any, prompt_ids: list[int] | torch.Tensor) -> DecodeState:
     """Run the prompt (all but its last token) once; one row."""
@@ -131,7 +125,7 @@ def prefill(model: Any, prompt_ids: list[int] | torch.Tensor) -> DecodeState:
     ids = ids.to(device)
     cache = DynamicCache(config=model.config)
     # logits_to_keep=1: the prompt's logits are not needed, only its keys and values.
-    model(input_ids=ids[:, :-1], use_cache=True, logits_to_keep=1, **{_cache_kwarg(model): cache})
+    model(input_ids=ids[:, :-1], use_cache=True, logits_to_keep=1, **{cache_kwarg(model): cache})
     return DecodeState(cache=cache, sequences=ids, prompt_len=int(ids.shape[1]),
                        ended=torch.zeros(1, dtype=torch.bool, device=device),
                        n_new=torch.zeros(1, dtype=torch.long, device=device))
@@ -141,7 +135,7 @@ def prefill(model: Any, prompt_ids: list[int] | torch.Tensor) -> DecodeState:
 def next_logits(model: Any, state: DecodeState) -> torch.Tensor:
     """Feed every row's pending token and return the next-token logits (rows, vocab) in fp32.
     Advances the cache by one position."""
-    out = model(input_ids=state.sequences[:, -1:], use_cache=True, **{_cache_kwarg(model): state.cache})
+    out = model(input_ids=state.sequences[:, -1:], use_cache=True, **{cache_kwarg(model): state.cache})
     return out.logits[:, -1].float()
 
 
