@@ -128,7 +128,8 @@ def held_out(config: AlignmentStudyConfig) -> list[Any]:
     return utterances
 
 
-def _verifiers(config: AlignmentStudyConfig) -> dict[str, Any]:
+def wer_verifiers_of(config: AlignmentStudyConfig) -> dict[str, Any]:
+    """The study's ASR verifiers by name (workbench-asr with the pipeline's model)."""
     from workbench.verifiers.base import get
 
     out = {}
@@ -141,7 +142,7 @@ def _verifiers(config: AlignmentStudyConfig) -> dict[str, Any]:
 def _mean_wer(config: AlignmentStudyConfig, wavs: list, texts: list[str], sample_rate: int) -> dict[str, float]:
     """Mean per-clip WER of `wavs` against `texts` by each of the study's ASR verifiers."""
     return {name: sum(r.raw for r in v.evaluate(wavs, sample_rate, texts)) / len(wavs)
-            for name, v in _verifiers(config).items()}
+            for name, v in wer_verifiers_of(config).items()}
 
 
 def speak_and_score(lm: Any, codec: Any, config: AlignmentStudyConfig, n_samples: int) -> SpokenEvaluation:
