@@ -141,8 +141,9 @@ def wer_verifiers_of(config: AlignmentStudyConfig) -> dict[str, Any]:
 
 def _mean_wer(config: AlignmentStudyConfig, wavs: list, texts: list[str], sample_rate: int) -> dict[str, float]:
     """Mean per-clip WER of `wavs` against `texts` by each of the study's ASR verifiers."""
-    return {name: sum(r.raw for r in v.evaluate(wavs, sample_rate, texts)) / len(wavs)
-            for name, v in wer_verifiers_of(config).items()}
+    from workbench.lm.exposure import score_clips
+
+    return score_clips(wer_verifiers_of(config), wavs, sample_rate, texts)[0]
 
 
 def speak_and_score(lm: Any, codec: Any, config: AlignmentStudyConfig, n_samples: int) -> SpokenEvaluation:
