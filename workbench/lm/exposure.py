@@ -93,6 +93,12 @@ def free_running_codes(lm: Any, alignment: Any, *, temperature: float = 0.8,
     return torch.tensor(codes, dtype=torch.long)
 
 
+def aligned_utterances(utterances: Sequence[Any], alignments: Mapping[str, Any]) -> list[Any]:
+    """The utterances whose alignment exists and whose durations sum to their frame count."""
+    return [u for u in utterances
+            if u.utterance_id in alignments and sum(alignments[u.utterance_id].frames) == u.n_frames]
+
+
 @dataclasses.dataclass
 class ExposureRow:
     row: str
@@ -134,8 +140,7 @@ def exposure_rows(lm: Any, codec: Any, utterances: Sequence[Any], verifiers: Map
     if interleaved:
         if alignments is None:
             raise ValueError("an interleaved LM needs the utterances' alignments (workbench.align)")
-        utterances = [u for u in utterances
-                      if u.utterance_id in alignments and sum(alignments[u.utterance_id].frames) == u.n_frames]
+        utterances = aligned_utterances(utterances, alignments)
     if not utterances:
         raise ValueError("no utterance to score (none has an alignment that matches its frames)")
     sample_rate = int(codec.sample_rate)
@@ -209,8 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         verifiers["workbench-asr"] = get("workbench-asr", model=args.asr)
     alignments = lm_alignments(lm)
     if alignments is not None:
-        utterances = [u for u in utterances if u.utterance_id in alignments
-                      and sum(alignments[u.utterance_id].frames) == u.n_frames]
+        utterances = aligned_utterances(utterances, alignments)
     rows = exposure_rows(lm, load_codec(args.codec), utterances[: args.n], verifiers, alignments=alignments,
                          temperature=args.temperature, seed=args.seed)
     print(exposure_table(rows).round(4).to_string())
@@ -220,5 +224,5 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["ROWS", "teacher_forced_codes", "free_running_codes", "ExposureRow", "score_clips", "exposure_rows",
+__all__ = ["ROWS", "aligned_utterances", "teacher_forced_codes", "free_running_codes", "ExposureRow", "score_clips", "exposure_rows",
            "exposure_table"]
