@@ -11,7 +11,8 @@ import torch
 
 from workbench.config import for_profile
 from workbench.data.token_shards import CodecInfo, TokenizedUtterance, write_token_shards
-from workbench.lm.context_noise import corrupt_speech_inputs, noise_generator, with_noisy_speech_inputs
+from workbench.lm.context_noise import (corrupt_speech_inputs, noise_generator, replace_speech_inputs,
+                                        sample_own_speech_codes, with_noisy_speech_inputs, with_own_speech_inputs)
 from workbench.lm.data import Batch
 from workbench.lm.layout import TokenLayout
 from workbench.lm.train import LMTrainConfig, train_lm
@@ -83,6 +84,47 @@ def test_a_bad_noise_rate_is_named_in_the_error(value):
         LMTrainConfig(speech_input_noise=value)
 
 
+def test_an_own_sample_at_a_position_comes_from_the_prediction_one_position_before():
+    # logits at t - 1 that put all their mass on code (7 t) mod K: the draw at t must be that code
+    batch, length = 3, 40
+    planted = (7 * torch.arange(length)) % K
+    logits = torch.full((batch, length, K), -1e4)
+    logits[:, torch.arange(length - 1), planted[1:]] = 0.0
+    codes = sample_own_speech_codes(logits, noise_generator(0, 0, 0))
+    assert codes.shape == (batch, length)
+    assert torch.equal(codes[:, 1:], planted[1:].expand(batch, -1))
+
+
+def test_own_samples_follow_the_models_distribution():
+    # one position's prediction, a known distribution over 8 codes, drawn 40,000 times (χ² test)
+    probs = torch.tensor([0.3, 0.2, 0.15, 0.1, 0.1, 0.08, 0.05, 0.02])
+    logits = probs.log().view(1, 1, -1).expand(40_000, 2, -1)
+    drawn = sample_own_speech_codes(logits, noise_generator(5, 0, 0))[:, 1]
+    counts = torch.bincount(drawn, minlength=8).double()
+    expected = probs.double() * drawn.numel()
+    assert float(((counts - expected) ** 2 / expected).sum()) < 40  # 7 degrees of freedom: p < 1e-6 beyond
+
+
+def test_own_samples_replace_exactly_the_speech_tokens_and_keep_the_labels():
+    ids = mixed_ids(2, 300)
+    codes = torch.randint(0, K, ids.shape, generator=torch.Generator().manual_seed(1))
+    replaced = replace_speech_inputs(ids, LAYOUT, 1.0, codes, noise_generator(0, 0, 0))
+    speech = is_speech(ids)
+    assert torch.equal(replaced[~speech], ids[~speech])
+    assert torch.equal(replaced[speech], codes[speech] + LAYOUT.speech_offset)
+    batch = Batch(ids, torch.ones_like(ids), ids.clone(), [300, 300])
+    mixed = with_own_speech_inputs(batch, LAYOUT, 0.5, noise_generator(0, 0, 0),
+                                   lambda b: torch.zeros(*b.input_ids.shape, K))
+    assert torch.equal(mixed.labels, ids) and not torch.equal(mixed.input_ids, ids)
+    with pytest.raises(ValueError, match="shape"):
+        replace_speech_inputs(ids, LAYOUT, 0.5, codes[:, :10], noise_generator(0, 0, 0))
+
+
+def test_a_bad_noise_source_is_named_in_the_error():
+    with pytest.raises(ValueError, match="speech_input_noise_source.*'ramdom'"):
+        LMTrainConfig(speech_input_noise_source="ramdom")
+
+
 # -- in training -------------------------------------------------------------------------------
 
 WORDS = "the a cat dog sat ran on in mat fog red big small quick brown fox".split()
@@ -144,3 +186,15 @@ def test_validation_reads_clean_inputs(shards, tmp_path):
     clean = float(torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
                                                     reduction="sum")) / int((targets != IGNORE_INDEX).sum())
     assert logged == pytest.approx(clean, abs=1e-5)
+
+
+def test_a_run_on_its_own_samples_resumes_exactly_and_differs_from_uniform_noise(shards, tmp_path):
+    own = config(speech_input_noise_source="model")
+    straight = train_lm(own, shards, run_id="own", root=tmp_path)
+    assert train_lm(own, shards, run_id="own-resumed", root=tmp_path, stop_after_steps=5).steps == 5
+    resumed = train_lm(own, shards, run_id="own-resumed", root=tmp_path)
+    a, b = _weights(straight.model_dir), _weights(resumed.model_dir)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-6, msg=name)
+    uniform = _weights(train_lm(config(), shards, run_id="uniform", root=tmp_path).model_dir)
+    assert any(not torch.allclose(uniform[name], a[name], atol=1e-4) for name in a)

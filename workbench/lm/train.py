@@ -109,6 +109,10 @@ class LMTrainConfig:
     # codebook entry, targets unchanged (workbench.lm.context_noise: the model learns not to lean
     # on its own past frames, which free-running generation gets wrong). 0 = off.
     speech_input_noise: float = 0.0
+    # What replaces the chosen input tokens: "uniform" random codes, or "model", the model's own
+    # sample for that position from a first forward pass without gradients on the true inputs
+    # (parallel scheduled sampling, about 1.3x the cost of a step; workbench.lm.context_noise).
+    speech_input_noise_source: Literal["uniform", "model"] = "uniform"
     valid_fraction: float = 0.05  # held out by id hash when the shards have no valid split
     train_split: str = "train"
     valid_split: str = "valid"
@@ -144,6 +148,9 @@ class LMTrainConfig:
         if not 0.0 <= self.speech_input_noise < 1.0:  # also rejects NaN
             raise ValueError(f"LMTrainConfig.speech_input_noise = {self.speech_input_noise!r}: must be in [0, 1) "
                              "(the probability that an input speech token is replaced)")
+        if self.speech_input_noise_source not in ("uniform", "model"):
+            raise ValueError(f"LMTrainConfig.speech_input_noise_source = {self.speech_input_noise_source!r}: expected "
+                             "'uniform' (random codes) or 'model' (the model's own samples)")
         if not self.early_stop_min_delta >= 0.0:  # also rejects NaN
             raise ValueError(f"LMTrainConfig.early_stop_min_delta = {self.early_stop_min_delta!r}: must be >= 0 nats")
         if self.token_budget < 1 and self.max_steps < 1:
@@ -364,6 +371,21 @@ def _forward_losses(model: Any, batch: Any, autocast: Any, alignment: Any = None
                            ignore_index=IGNORE_INDEX, reduction="sum"), aligned
 
 
+def _speech_logits(model: Any, batch: Any, autocast: Any, layout: Any) -> Any:
+    """The model's logits over the codebook at every position of `batch`, without gradients (the
+    first pass of scheduled sampling on its own samples)."""
+    import torch
+
+    from workbench.lm.packing import model_inputs
+
+    inputs, _ = model_inputs(batch, model)
+    with torch.no_grad(), autocast:
+        logits = model(**inputs).logits
+    # packed rows run flattened into one row under a varlen kernel: back to the batch's shape
+    logits = logits.reshape(*batch.input_ids.shape, logits.shape[-1])
+    return logits[..., layout.speech_offset:layout.speech_offset + layout.codebook_size]
+
+
 def _evaluate(model: Any, batches: list, device: Any, config: LMTrainConfig, dist_info: _Dist,
               filler: Any = None) -> float:
     import torch
@@ -501,7 +523,7 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
 
     from workbench.checkpoints import FOLDER_CHECKSUMS, load_weights_only, write_folder_checksums
     from workbench.data.token_shards import read_token_shards
-    from workbench.lm.context_noise import noise_generator, with_noisy_speech_inputs
+    from workbench.lm.context_noise import noise_generator, with_noisy_speech_inputs, with_own_speech_inputs
     from workbench.lm.data import BatchStream, collate, encode_utterances, eval_batches, split_utterances
     from workbench.lm.flops import count_params, training_flops
     from workbench.lm.model import build_model, load_lm, save_checkpoint
@@ -709,9 +731,12 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
             n_sequences = float(_all_reduce_sum(torch.tensor(float(sum(len(b.seq_lens) for b in micro))), dist_info))
             align_sums = torch.zeros(2, dtype=torch.float64)
         for i, batch in enumerate(micro):
-            if config.speech_input_noise > 0:
-                batch = with_noisy_speech_inputs(batch, layout, config.speech_input_noise,
-                                                 noise_generator(config.seed + dist_info.rank, state["step"], i))
+            noise = noise_generator(config.seed + dist_info.rank, state["step"], i)
+            if config.speech_input_noise > 0 and config.speech_input_noise_source == "model":
+                batch = with_own_speech_inputs(batch.to(device), layout, config.speech_input_noise, noise,
+                                               lambda b: _speech_logits(ddp_model, b, autocast, layout))
+            elif config.speech_input_noise > 0:
+                batch = with_noisy_speech_inputs(batch, layout, config.speech_input_noise, noise)
             batch = batch.to(device)
             sync = i == len(micro) - 1 or dist_info.world_size == 1
             with gradient_sync(ddp_model, sync):

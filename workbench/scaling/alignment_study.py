@@ -13,6 +13,9 @@ size, token budget, data and seed):
 - ``interleaved-chars-noise``: the same with 20 % of the input speech frames replaced by random
   codes during training (`workbench.lm.context_noise`); it pays off only past the cpu row budget
   (design.md, "Reading is not saying"), which is why the pipeline's LM trains longer.
+- ``interleaved-chars-own``: 40 % of the input speech frames replaced by the model's own samples
+  from a first pass without gradients (parallel scheduled sampling, `speech_input_noise_source =
+  "model"`): errors of the kind free-running generation makes, rather than random codes.
 
 Columns: the held-out text-conditioning gain (in each row's own layout), validation loss, WER of
 text-only samples by every ASR verifier beside the codec-resynthesis WER of the real recordings
@@ -36,6 +39,8 @@ ROWS: dict[str, dict[str, Any]] = {
                          "align_ctc_weight": 1.0},
     "interleaved-chars": {"sequence_layout": "interleaved", "text_frontend": "chars"},
     "interleaved-chars-noise": {"sequence_layout": "interleaved", "text_frontend": "chars", "speech_input_noise": 0.2},
+    "interleaved-chars-own": {"sequence_layout": "interleaved", "text_frontend": "chars", "speech_input_noise": 0.4,
+                              "speech_input_noise_source": "model"},
 }
 """Row name -> the LMTrainConfig fields it sets on top of the train profile."""
 

@@ -52,6 +52,7 @@ class SweepConfig:
     final_preset: str = ""
     final_token_budget: int = 0
     final_speech_input_noise: float = 0.0
+    final_speech_input_noise_source: Literal["uniform", "model"] = "uniform"  # LMTrainConfig.speech_input_noise_source
     executor: Literal["local", "inline", "slurm", "submitit-local"] = "local"
     max_workers: int = 2
     memory_per_job_gb: float = 2.0
@@ -76,6 +77,9 @@ class SweepConfig:
                              f"{self.final_token_budget}: set both (a final run) or neither")
         if not 0.0 <= self.final_speech_input_noise < 1.0:
             raise ValueError(f"SweepConfig.final_speech_input_noise = {self.final_speech_input_noise!r}: must be in [0, 1)")
+        if self.final_speech_input_noise_source not in ("uniform", "model"):
+            raise ValueError(f"SweepConfig.final_speech_input_noise_source = {self.final_speech_input_noise_source!r}: "
+                             "expected 'uniform' or 'model'")
 
 
 @dataclass(frozen=True)
@@ -172,7 +176,8 @@ def final_point(config: SweepConfig, data_key: str = "") -> SweepPoint | None:
     base = _base_train_config(config)
     train_config = dataclasses.replace(base, preset=config.final_preset, token_budget=config.final_token_budget,
                                        lr=lr_for(config, base.lr, config.final_preset),
-                                       speech_input_noise=config.final_speech_input_noise)
+                                       speech_input_noise=config.final_speech_input_noise,
+                                       speech_input_noise_source=config.final_speech_input_noise_source)
     run_id = (f"{config.name}-final-{config.final_preset}-{config.final_token_budget}-{config_hash(train_config, 8)}"
               f"{'-' + data_key if data_key else ''}")
     return SweepPoint(run_id=run_id, preset=config.final_preset, token_budget=config.final_token_budget,
@@ -192,7 +197,7 @@ def train_final_lm(config: SweepConfig, shards_dir: str | Path, *, root: str | P
     if summary is None:
         if progress:
             print(f"[sweep {config.name}] final LM: {point.preset} x {point.token_budget:,} tokens, speech input "
-                  f"noise {config.final_speech_input_noise}", flush=True)
+                  f"noise {config.final_speech_input_noise} ({config.final_speech_input_noise_source})", flush=True)
         summary = _run_point(_PointJob(point.train_config, str(shards_dir), point.run_id, str(base_root)))
     elif progress:
         print(f"[sweep {config.name}] final LM reused: {point.run_id}", flush=True)
