@@ -22,6 +22,10 @@ the same process (the machine is shared and noisy, so only same-run ratios mean 
    `generate_speech_tokens` uses) vs `model.generate`, batch 1 and best-of-8, seeded sampling at
    temperature 0.8 with the speech-only mask (target >= 3); the notes say whether both drew
    identical samples.
+6. training tokens/s with scheduled sampling on the model's own samples
+   (`speech_input_noise_source="model"`, rate 0.4: one extra forward pass without gradients) vs
+   the same loop with uniform input noise at the same rate (one pass), the same batches; both
+   sides `train_lm`, alternating rounds, per-step best.
 
 Models are random-initialised presets over a tiny trained BPE plus 1,000 speech codes; training
 sequences are a ~40-token prompt and 150-250 speech tokens.
@@ -392,6 +396,33 @@ def bench_training(s: Settings, peak_flops_per_s: float, work: Path, result: LMS
     return TrainTiming(tokens=tokens, flops=flops, flops_non_embedding=flops_ne, workbench_s=wb_s, bare_s=bare_s)
 
 
+def bench_own_sample_noise(s: Settings, peak_flops_per_s: float, work: Path, result: LMSpeedResult) -> None:
+    """Row 6: what scheduled sampling on the model's own samples costs per training step."""
+    from workbench.config import for_profile
+    from workbench.lm.train import LMTrainConfig, train_lm
+
+    shards = work / "shards"  # written by bench_training
+    total_steps = s.warmup_steps + s.steps
+    configs = {source: for_profile(
+        LMTrainConfig, "cpu", preset=s.preset, batch_size=s.batch_size, max_steps=total_steps,
+        num_threads=s.threads, peak_flops_per_s=peak_flops_per_s, progress=False, eval_every=10**9,
+        checkpoint_every=10**9, eval_batches=1, log_every=10, speech_input_noise=0.4,
+        speech_input_noise_source=source) for source in ("uniform", "model")}
+    rounds: dict[str, list[list[float]]] = {"uniform": [], "model": []}
+    tokens = 0
+    for r in range(s.rounds):
+        for source in (("uniform", "model") if r % 2 else ("model", "uniform")):
+            stamps, res = step_end_times(lambda: train_lm(configs[source], shards, run_id=f"noise-{source}-{r}",
+                                                          root=work / "runs"))
+            rounds[source].append(step_durations(stamps, s.warmup_steps, s.steps))
+            tokens = res.tokens_seen
+    own_s = sum(min(step) for step in zip(*rounds["model"]))
+    uniform_s = sum(min(step) for step in zip(*rounds["uniform"]))
+    per_token = tokens / total_steps  # same batches on both sides: tokens per step is equal
+    result.rows.append(Row("train tokens/s: own-sample input noise", per_token * s.steps / own_s, "tok/s",
+                           "uniform input noise (one pass)", per_token * s.steps / uniform_s))
+
+
 # ---------------------------------------------------------------------------------------------
 # 3 + 4: generation
 # ---------------------------------------------------------------------------------------------
@@ -556,6 +587,7 @@ def run(s: Settings) -> LMSpeedResult:
         peak_start = peak()
         with tempfile.TemporaryDirectory(prefix="lm_speed_") as tmp:
             train = bench_training(s, peak_start, Path(tmp), result)
+            bench_own_sample_noise(s, peak_start, Path(tmp), result)
         bench_generation(s, result)
         peak_end = peak()
         best_peak = max(peak_start, peak_end)

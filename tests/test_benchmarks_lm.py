@@ -37,7 +37,8 @@ def test_quick_run_reports_every_ratio(capsys):
     assert torch.get_num_threads() == threads  # restored
     names = [row.name for row in result.rows]
     assert names == ["train tokens/s: workbench train_lm loop", "train MFU: workbench loop FLOP/s",
-                     "train MFU: bare loop FLOP/s", "generate tokens/s: KV cache",
+                     "train MFU: bare loop FLOP/s", "train tokens/s: own-sample input noise",
+                     "generate tokens/s: KV cache",
                      "best-of-8 samples/s: one batched generate", "sample tokens/s: lean loop, batch 1",
                      "sample tokens/s: lean loop, best-of-8"]
     for row in result.rows:
