@@ -42,10 +42,11 @@ def trained(tmp_path_factory):
     write_token_shards(shards, utterances, CodecInfo(codebook_size=32, frame_rate_hz=50, sample_rate=16000))
     save_alignments(shards / "alignments.json", alignments, {}, {})
     models = {}
-    for layout, frontend in (("interleaved", "chars"), ("llasa", "bpe")):
+    for name, layout, frontend, dropout in (("interleaved", "interleaved", "chars", 0.0), ("llasa", "llasa", "bpe", 0.0),
+                                            ("interleaved-dropout", "interleaved", "chars", 0.2)):
         config = for_profile(LMTrainConfig, "smoke", max_steps=15, progress=False, sequence_layout=layout,
-                             text_frontend=frontend, valid_fraction=0.1)
-        models[layout] = load_lm(train_lm(config, shards, run_id=layout, root=root).model_dir)
+                             text_frontend=frontend, valid_fraction=0.1, text_dropout=dropout)
+        models[name] = load_lm(train_lm(config, shards, run_id=name, root=root).model_dir)
     _, held_out = read_token_shards(shards, split="test")
     return models, held_out, alignments
 
@@ -63,10 +64,25 @@ def test_greedy_free_running_is_what_teacher_forcing_predicts_on_its_own_output(
         assert torch.equal(teacher_forced_codes(lm, own, alignment, temperature=0.0), free)
 
 
+def test_guided_free_running_is_what_guided_teacher_forcing_predicts_on_its_own_output(trained):
+    # The same agreement with classifier-free guidance: the text-free twin as a second cache row
+    # (incremental) and as a second full forward pass (teacher-forced) give the same distribution.
+    from workbench.lm.guidance import guidance_for
+
+    models, held_out, alignments = trained
+    lm = models["interleaved-dropout"]
+    guidance = guidance_for(lm.model, 3.0)
+    for u in held_out:
+        alignment = alignments[u.utterance_id]
+        free = free_running_codes(lm, alignment, temperature=0.0, guidance=guidance)
+        own = dataclasses.replace(u, codes=free)
+        assert torch.equal(teacher_forced_codes(lm, own, alignment, temperature=0.0, guidance=guidance), free)
+
+
 def test_teacher_forcing_gives_one_code_per_frame_in_either_layout(trained):
     models, held_out, alignments = trained
     u = held_out[0]
-    for layout, lm in models.items():
+    for layout, lm in ((k, models[k]) for k in ("interleaved", "llasa")):
         alignment = alignments[u.utterance_id] if layout == "interleaved" else None
         codes = teacher_forced_codes(lm, u, alignment, temperature=0.0)
         assert codes.shape == (u.n_frames,) and int(codes.min()) >= 0 and int(codes.max()) < 32

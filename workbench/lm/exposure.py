@@ -42,10 +42,11 @@ def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator |
 
 @torch.no_grad()
 def teacher_forced_codes(lm: Any, utterance: Any, alignment: Any = None, *, temperature: float = 0.0,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
+                         generator: torch.Generator | None = None, guidance: Any = None) -> torch.Tensor:
     """One code per frame of `utterance`, each drawn from the LM given the true text and true past
     frames (and, for an interleaved LM, the true durations from `alignment`). Temperature 0 takes
-    the most likely code."""
+    the most likely code. `guidance` (`lm.guidance.TextGuidance`): each frame from the guided
+    distribution, the text-free twin of the sequence run beside it."""
     from workbench.lm.data import encode_utterances
 
     alignments = {utterance.utterance_id: alignment} if alignment is not None else None
@@ -54,7 +55,10 @@ def teacher_forced_codes(lm: Any, utterance: Any, alignment: Any = None, *, temp
         raise ValueError(f"{utterance.utterance_id}: cannot build its training sequence (interleaved LMs need an "
                          "alignment whose durations sum to the utterance's frames)")
     sequence = data.sequences[0]
-    logits = lm.model(torch.tensor([sequence.input_ids])).logits[0]
+    ids = torch.tensor([sequence.input_ids])
+    logits = lm.model(ids).logits[0]
+    if guidance is not None:
+        logits = guidance.combine(logits, lm.model(guidance.text_free(ids)).logits[0])
     speech = slice(lm.layout.speech_offset, lm.layout.speech_offset + lm.layout.codebook_size)
     # the logits at position i - 1 predict the token at position i
     return torch.tensor([_pick(logits[i - 1, speech], temperature, generator)
@@ -63,10 +67,11 @@ def teacher_forced_codes(lm: Any, utterance: Any, alignment: Any = None, *, temp
 
 @torch.no_grad()
 def free_running_codes(lm: Any, alignment: Any, *, temperature: float = 0.8,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+                       generator: torch.Generator | None = None, guidance: Any = None) -> torch.Tensor:
     """Codes an interleaved LM generates for `alignment.units` on its own past frames, each unit
     held for exactly its true number of frames (`alignment.frames`): the model chooses what the
-    frames say, never how long a unit lasts."""
+    frames say, never how long a unit lasts. With `guidance`, the text-free twin runs as a second
+    row of the same cache and each frame is drawn from the guided distribution."""
     from workbench.lm.interleaved import end_of_unit_id, interleaved_prompt_ids, unit_ids
 
     from transformers import DynamicCache
@@ -78,7 +83,11 @@ def free_running_codes(lm: Any, alignment: Any, *, temperature: float = 0.8,
     cache = {cache_kwarg(model): DynamicCache(config=model.config)}
 
     def step(ids: list[int]) -> torch.Tensor:
-        return model(input_ids=torch.tensor([ids]), use_cache=True, **cache).logits[0, -1]
+        row = torch.tensor([ids])
+        if guidance is None:
+            return model(input_ids=row, use_cache=True, **cache).logits[0, -1]
+        both = model(input_ids=torch.cat([row, guidance.text_free(row)]), use_cache=True, **cache).logits[:, -1]
+        return guidance.combine(both[0], both[1])
 
     step(interleaved_prompt_ids(tokenizer, layout, alignment.units))
     eou = end_of_unit_id(tokenizer)
@@ -129,14 +138,18 @@ def score_clips(verifiers: Mapping[str, Any], wavs: list[torch.Tensor], sample_r
 
 def exposure_rows(lm: Any, codec: Any, utterances: Sequence[Any], verifiers: Mapping[str, Any], *,
                   alignments: Mapping[str, Any] | None = None, temperature: float = 0.8,
-                  seed: int = 0) -> list[ExposureRow]:
+                  seed: int = 0, guidance_scale: float = 1.0) -> list[ExposureRow]:
     """The module's rows for `utterances` (held-out `TokenizedUtterance`s): one clip per sentence
     and row. An interleaved LM needs `alignments` (utterances without a matching one are left out);
-    a Llasa-layout LM has no "free, true durations" row."""
+    a Llasa-layout LM has no "free, true durations" row. `guidance_scale` != 1 samples every LM row
+    with classifier-free guidance on the text (`lm.guidance`; the model must have trained with
+    text dropout)."""
     from workbench.lm.generate import SamplingConfig, synthesize
+    from workbench.lm.guidance import guidance_for
     from workbench.lm.interleaved import is_interleaved
 
     interleaved = is_interleaved(lm.model)
+    guidance = guidance_for(lm.model, guidance_scale)
     if interleaved:
         if alignments is None:
             raise ValueError("an interleaved LM needs the utterances' alignments (workbench.align)")
@@ -156,12 +169,12 @@ def exposure_rows(lm: Any, codec: Any, utterances: Sequence[Any], verifiers: Map
         alignment = alignments[u.utterance_id] if interleaved else None
         clips["floor"].append(decode(u.codes))
         clips["teacher-forced"].append(decode(teacher_forced_codes(lm, u, alignment, temperature=temperature,
-                                                                   generator=generator)))
+                                                                   generator=generator, guidance=guidance)))
         if interleaved:
             clips["free, true durations"].append(decode(free_running_codes(lm, alignment, temperature=temperature,
-                                                                           generator=generator)))
+                                                                           generator=generator, guidance=guidance)))
         sampling = SamplingConfig(temperature=temperature, num_return_sequences=1, seed=seed + i,
-                                  max_new_tokens=2 * u.n_frames + 50)
+                                  max_new_tokens=2 * u.n_frames + 50, guidance_scale=guidance_scale)
         with torch.no_grad():
             result = synthesize(lm.model, lm.tokenizer, lm.layout, u.text, chunk=False, sampling=sampling,
                                 codec=codec)[0]
@@ -206,6 +219,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--guidance", type=float, nargs="+", default=[1.0],
+                        help="classifier-free guidance scales on the text, one table each (1 = off; > 1 needs "
+                             "a model trained with text_dropout)")
     args = parser.parse_args(argv)
     lm = load_lm(args.model_dir)
     _, utterances = read_token_shards(args.tokens_dir, split=args.split)
@@ -215,9 +231,11 @@ def main(argv: list[str] | None = None) -> None:
     alignments = lm_alignments(lm)
     if alignments is not None:
         utterances = aligned_utterances(utterances, alignments)
-    rows = exposure_rows(lm, load_codec(args.codec), utterances[: args.n], verifiers, alignments=alignments,
-                         temperature=args.temperature, seed=args.seed)
-    print(exposure_table(rows).round(4).to_string())
+    codec = load_codec(args.codec)
+    for scale in args.guidance:
+        rows = exposure_rows(lm, codec, utterances[: args.n], verifiers, alignments=alignments,
+                             temperature=args.temperature, seed=args.seed, guidance_scale=scale)
+        print(f"guidance scale {scale}:\n{exposure_table(rows).round(4).to_string()}", flush=True)
 
 
 if __name__ == "__main__":

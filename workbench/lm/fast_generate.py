@@ -208,7 +208,7 @@ class _Decoder:
 def fast_generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
                   eos_token_id: int, pad_token_id: int, do_sample: bool,
                   processors: list[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] | None = None,
-                  num_return_sequences: int = 1, check_every: int = 1) -> torch.Tensor:
+                  num_return_sequences: int = 1, check_every: int = 1, guidance: Any = None) -> torch.Tensor:
     """What `model.generate(input_ids, attention_mask, max_new_tokens, do_sample,
     logits_processor, num_return_sequences, eos_token_id, pad_token_id)` returns: the prompts
     (left-padded) followed by the new tokens, pad after a row's end token, as many columns as
@@ -216,21 +216,33 @@ def fast_generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
     with ``torch.multinomial`` on the global generator (greedy: argmax).
 
     `check_every` > 1 tests for "every row ended" only every that many steps (each test is a
-    device sync on a GPU); rows that ended keep receiving pad tokens, as in `generate`."""
+    device sync on a GPU); rows that ended keep receiving pad tokens, as in `generate`.
+    `guidance` (a `workbench.lm.guidance.TextGuidance`): classifier-free guidance on the text;
+    every row gets a text-free twin in the same cache (the batch doubles), and the processors see
+    the guided log-probabilities in place of the logits."""
     device = next(model.parameters()).device
     ids = input_ids.to(device).repeat_interleave(num_return_sequences, dim=0)
     mask = attention_mask.to(device).repeat_interleave(num_return_sequences, dim=0).bool()
     rows, width = ids.shape
     max_len = width + max_new_tokens
-    decoder = _Decoder(model, rows, max_len, device)
     sequences = torch.full((rows, max_len), pad_token_id, dtype=torch.long, device=device)
     sequences[:, :width] = ids
+    if guidance is not None:  # rows 0..rows-1 with their text, rows..2 rows-1 their text-free twins
+        ids, mask = torch.cat([ids, guidance.text_free(ids)]), torch.cat([mask, mask])
+
+    def twin(tokens: torch.Tensor) -> torch.Tensor:
+        return tokens if guidance is None else torch.cat([tokens, guidance.text_free(tokens)])
+
+    def guided(logits: torch.Tensor) -> torch.Tensor:
+        return logits if guidance is None else guidance.combine(logits[:rows], logits[rows:])
+
+    decoder = _Decoder(model, ids.shape[0], max_len, device)
     padded = not bool(mask.all())
     # generate's positions for left padding: count real tokens; pads get 1 (never attended).
     prompt_positions = (mask.long().cumsum(-1) - 1).masked_fill(~mask, 1)
     n_real = mask.sum(dim=1, keepdim=True)  # (rows, 1): position of the first new token
     if padded:
-        valid = torch.ones(rows, max_len, dtype=torch.bool, device=device)
+        valid = torch.ones(ids.shape[0], max_len, dtype=torch.bool, device=device)
         valid[:, :width] = mask
         causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
         # A pad query attends to itself, so no row of the mask is empty (an empty row is NaN in
@@ -244,7 +256,7 @@ def fast_generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
     processors = list(processors or [])
     steps_run = 0
     for step in range(max_new_tokens):
-        scores = logits
+        scores = guided(logits)
         current = sequences[:, : width + step]
         for processor in processors:
             scores = processor(current, scores)
@@ -259,10 +271,10 @@ def fast_generate(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
         if step + 1 == max_new_tokens or ((step + 1) % check_every == 0 and not bool(unfinished.any())):
             break
         if valid is not None:
-            logits = decoder.forward(tokens[:, None], width + step, n_real + step,
+            logits = decoder.forward(twin(tokens)[:, None], width + step, n_real + step,
                                      valid[:, None, None, : width + step + 1], last_only=False)
         else:
-            logits = decoder.forward(tokens[:, None], width + step, None, None, last_only=False,
+            logits = decoder.forward(twin(tokens)[:, None], width + step, None, None, last_only=False,
                                      shared_position=width + step)
     return sequences[:, : width + steps_run]
 

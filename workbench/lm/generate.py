@@ -21,6 +21,7 @@ from typing import Any, Protocol, Sequence
 import torch
 
 from workbench.lm.flops import generation_flops
+from workbench.lm.guidance import guidance_for
 from workbench.lm.interleaved import (interleaved_inference_prompt, interleaved_processor, is_interleaved,
                                       n_units_in, sequence_layout_of)
 from workbench.lm.layout import TokenLayout, TokenSequence, build_inference_prompt
@@ -47,6 +48,9 @@ class SamplingConfig:
     num_return_sequences: int = 1
     speech_only: bool = True
     seed: int | None = None
+    # Classifier-free guidance on the text (workbench.lm.guidance): 1 = off; > 1 needs a model
+    # trained with text_dropout > 0 and the lean sampling loop. Each step runs a text-free twin.
+    guidance_scale: float = 1.0
 
 
 @dataclass
@@ -175,12 +179,16 @@ def generate_speech_tokens(model: Any, layout: TokenLayout, prompts: Sequence[To
     processors = LogitsProcessorList([_SpeechOnly(layout, model.config.vocab_size)]) if sampling.speech_only else None
     if interleaved:  # units forced in turn; between them only speech and end-of-unit
         processors = LogitsProcessorList([interleaved_processor(model, layout)])
+    guidance = guidance_for(model, sampling.guidance_scale)
     use_fast = uses_fast_loop(model, sampling) if fast is None else fast
+    if guidance is not None and not use_fast:
+        raise ValueError(f"guidance_scale = {sampling.guidance_scale} runs in the lean sampling loop only "
+                         "(a Llama model without repetition penalty, fast=None or True)")
     if use_fast:
         if not uses_fast_loop(model, sampling):
             raise ValueError("fast=True: the lean sampling loop needs a Llama model without repetition penalty "
                              "or extra generation-config processors; use fast=None")
-        out = _fast(model, ids, mask, sampling, max_new, end, pad, processors)
+        out = _fast(model, ids, mask, sampling, max_new, end, pad, processors, guidance)
     else:
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                              logits_processor=processors, **kwargs)
@@ -201,13 +209,14 @@ def generate_speech_tokens(model: Any, layout: TokenLayout, prompts: Sequence[To
         n = stop + 1 if len(hits) else len(tokens)
         n_new.append(n)
         prompt_lengths.append(prompt_len)
-        flops += generation_flops(model.config, prompt_len, n).with_embedding
+        # guidance runs every sequence twice (with and without its text)
+        flops += (1 if guidance is None else 2) * generation_flops(model.config, prompt_len, n).with_embedding
     return GeneratedSpeech(codes=codes, ended=ended, n_new_tokens=n_new, prompt_lengths=prompt_lengths,
                            flops=flops)
 
 
 def _fast(model: Any, ids: torch.Tensor, mask: torch.Tensor, sampling: SamplingConfig, max_new: int,
-          end: int, pad: int, processors: Any) -> torch.Tensor:
+          end: int, pad: int, processors: Any, guidance: Any = None) -> torch.Tensor:
     """The lean loop with `model.generate`'s processors in its order (custom ones, then
     temperature, top-k, top-p, as transformers appends them when sampling)."""
     from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
@@ -231,7 +240,8 @@ def _fast(model: Any, ids: torch.Tensor, mask: torch.Tensor, sampling: SamplingC
     return fast_generate(model, ids, mask, max_new_tokens=max_new, eos_token_id=end, pad_token_id=pad,
                          do_sample=not greedy, processors=chain,
                          num_return_sequences=sampling.num_return_sequences,
-                         check_every=8 if on_gpu else 1)  # each "all ended?" test syncs a GPU
+                         check_every=8 if on_gpu else 1,  # each "all ended?" test syncs a GPU
+                         guidance=guidance)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -113,6 +113,11 @@ class LMTrainConfig:
     # sample for that position from a first forward pass without gradients on the true inputs
     # (parallel scheduled sampling, about 1.3x the cost of a step; workbench.lm.context_noise).
     speech_input_noise_source: Literal["uniform", "model"] = "uniform"
+    # Training only: each row, with this probability, has every text unit replaced by a blank
+    # (character front-end), so the same model also learns to predict speech without its text,
+    # which classifier-free guidance at inference needs (workbench.lm.guidance; recorded in the
+    # model's config.json, and sampling with guidance_scale != 1 refuses a model without it). 0 = off.
+    text_dropout: float = 0.0
     valid_fraction: float = 0.05  # held out by id hash when the shards have no valid split
     train_split: str = "train"
     valid_split: str = "valid"
@@ -151,6 +156,13 @@ class LMTrainConfig:
         if self.speech_input_noise_source not in ("uniform", "model"):
             raise ValueError(f"LMTrainConfig.speech_input_noise_source = {self.speech_input_noise_source!r}: expected "
                              "'uniform' (random codes) or 'model' (the model's own samples)")
+        if not 0.0 <= self.text_dropout < 1.0:  # also rejects NaN
+            raise ValueError(f"LMTrainConfig.text_dropout = {self.text_dropout!r}: must be in [0, 1) (the "
+                             "probability that a training row loses its text)")
+        if self.text_dropout > 0 and (self.text_frontend != "chars" or self.tokenizer):
+            raise ValueError(f"LMTrainConfig.text_dropout = {self.text_dropout} needs text_frontend='chars' and no "
+                             f"tokenizer folder (got text_frontend={self.text_frontend!r}): the character "
+                             "front-end's unknown token is the blank that replaces the text")
         if not self.early_stop_min_delta >= 0.0:  # also rejects NaN
             raise ValueError(f"LMTrainConfig.early_stop_min_delta = {self.early_stop_min_delta!r}: must be >= 0 nats")
         if self.token_budget < 1 and self.max_steps < 1:
@@ -524,6 +536,7 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
     from workbench.checkpoints import FOLDER_CHECKSUMS, load_weights_only, write_folder_checksums
     from workbench.data.token_shards import read_token_shards
     from workbench.lm.context_noise import noise_generator, with_noisy_speech_inputs, with_own_speech_inputs
+    from workbench.lm.guidance import record_text_dropout, text_guidance, with_text_dropout
     from workbench.lm.data import BatchStream, collate, encode_utterances, eval_batches, split_utterances
     from workbench.lm.flops import count_params, training_flops
     from workbench.lm.model import build_model, load_lm, save_checkpoint
@@ -569,6 +582,9 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
 
         model.config.sequence_layout = "interleaved"
         model.config.end_of_unit_token_id = end_of_unit_id(tokenizer)
+    text_free = text_guidance(tokenizer) if config.text_dropout > 0 else None
+    if text_free is not None:  # recorded: guided sampling refuses a model that never saw blank text
+        record_text_dropout(model.config, text_free, config.text_dropout)
     model.to(device).train()
     counts = count_params(model.config)
     alignment = None
@@ -737,6 +753,9 @@ def _train(config: LMTrainConfig, shards_dir: Path, run: Any, run_id: str, run_d
                                                lambda b: _speech_logits(ddp_model, b, autocast, layout))
             elif config.speech_input_noise > 0:
                 batch = with_noisy_speech_inputs(batch, layout, config.speech_input_noise, noise)
+            if text_free is not None:  # its own draw (micro-batch index offset), so the noise stays as it was
+                batch = with_text_dropout(batch, text_free, config.text_dropout,
+                                          noise_generator(config.seed + dist_info.rank, state["step"], i + 1_000_000))
             batch = batch.to(device)
             sync = i == len(micro) - 1 or dist_info.world_size == 1
             with gradient_sync(ddp_model, sync):
