@@ -99,6 +99,26 @@ def test_guided_lean_loop_equals_full_forward_passes_of_the_sequence_and_its_twi
     assert out.flops == pytest.approx(2 * one_pass)  # every token paid twice: the sequence and its twin
 
 
+def test_the_searchs_guided_decoding_follows_each_rows_own_twin_after_forking():
+    from workbench.search.decoding import Sampler, extend, prefill
+
+    model, tok = _interleaved_model(seed=3)
+    prompt = tts_prompt(tok.tokenizer, tok.layout, "a red fog")
+    guidance = guidance_for(model, 2.0)
+    state = prefill(model, prompt.input_ids, guidance)
+    sampled = Sampler(model, tok.layout, SamplingConfig(temperature=1.0, guidance_scale=2.0), seed=0)
+    state = extend(model, state.select([0, 0, 0]), sampled, 12)  # three beams that differ
+    assert len({tuple(state.sequences[r].tolist()) for r in range(3)}) > 1
+    state = state.select([2, 0])  # reorder: each twin's cache row must follow its row
+    greedy = Sampler(model, tok.layout, SamplingConfig(temperature=0.0, guidance_scale=2.0), seed=0)
+    state = extend(model, state, greedy, 40)
+    for row in range(2):
+        history = state.sequences[row, : prompt.input_ids.__len__() + 12].tolist()
+        want = _reference_guided_greedy(model, tok.layout, history, guidance, 40)
+        got = state.sequences[row, len(history):len(history) + want.numel()]
+        assert torch.equal(got, want), row
+
+
 def test_guidance_on_a_model_trained_without_text_dropout_is_refused_by_name():
     model, tok = _interleaved_model(dropout=0.0)
     prompt = tts_prompt(tok.tokenizer, tok.layout, "a cat")

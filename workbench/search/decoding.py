@@ -39,6 +39,9 @@ class DecodeState:
     prompt_len: int
     ended: torch.Tensor  # (rows,) bool: sampled end-of-speech
     n_new: torch.Tensor  # (rows,) long: generated tokens, the end token included
+    # Classifier-free guidance on the text (`workbench.lm.guidance.TextGuidance`): the cache then
+    # holds 2 x rows, every row's text-free twin after all the rows
+    guidance: Any = None
 
     @property
     def n_rows(self) -> int:
@@ -62,10 +65,11 @@ class DecodeState:
         index = torch.as_tensor(rows, dtype=torch.long)
         if index.numel() == 0:
             raise ValueError("select needs at least one row")
+        cache_index = index if self.guidance is None else torch.cat([index, index + self.n_rows])
         if self.cache.get_seq_length() > 0:
-            self.cache.batch_select_indices(index.to(self.sequences.device))
+            self.cache.batch_select_indices(cache_index.to(self.sequences.device))
         return DecodeState(cache=self.cache, sequences=self.sequences[index], prompt_len=self.prompt_len,
-                           ended=self.ended[index], n_new=self.n_new[index])
+                           ended=self.ended[index], n_new=self.n_new[index], guidance=self.guidance)
 
 
 class Sampler:
@@ -114,8 +118,9 @@ class Sampler:
 
 
 @torch.no_grad()
-def prefill(model: Any, prompt_ids: list[int] | torch.Tensor) -> DecodeState:
-    """Run the prompt (all but its last token) once; one row."""
+def prefill(model: Any, prompt_ids: list[int] | torch.Tensor, guidance: Any = None) -> DecodeState:
+    """Run the prompt (all but its last token) once; one row (and its text-free twin with
+    `guidance`)."""
     from transformers import DynamicCache
 
     ids = torch.as_tensor(prompt_ids, dtype=torch.long).reshape(1, -1)
@@ -125,18 +130,24 @@ def prefill(model: Any, prompt_ids: list[int] | torch.Tensor) -> DecodeState:
     ids = ids.to(device)
     cache = DynamicCache(config=model.config)
     # logits_to_keep=1: the prompt's logits are not needed, only its keys and values.
-    model(input_ids=ids[:, :-1], use_cache=True, logits_to_keep=1, **{cache_kwarg(model): cache})
+    rows = ids[:, :-1] if guidance is None else torch.cat([ids[:, :-1], guidance.text_free(ids[:, :-1])])
+    model(input_ids=rows, use_cache=True, logits_to_keep=1, **{cache_kwarg(model): cache})
     return DecodeState(cache=cache, sequences=ids, prompt_len=int(ids.shape[1]),
                        ended=torch.zeros(1, dtype=torch.bool, device=device),
-                       n_new=torch.zeros(1, dtype=torch.long, device=device))
+                       n_new=torch.zeros(1, dtype=torch.long, device=device), guidance=guidance)
 
 
 @torch.no_grad()
 def next_logits(model: Any, state: DecodeState) -> torch.Tensor:
     """Feed every row's pending token and return the next-token logits (rows, vocab) in fp32.
-    Advances the cache by one position."""
-    out = model(input_ids=state.sequences[:, -1:], use_cache=True, **{cache_kwarg(model): state.cache})
-    return out.logits[:, -1].float()
+    Advances the cache by one position. Guided: the guided log-probabilities (`lm.guidance`)."""
+    pending = state.sequences[:, -1:]
+    if state.guidance is not None:
+        pending = torch.cat([pending, state.guidance.text_free(pending)])
+    logits = model(input_ids=pending, use_cache=True, **{cache_kwarg(model): state.cache}).logits[:, -1].float()
+    if state.guidance is None:
+        return logits
+    return state.guidance.combine(logits[: state.n_rows], logits[state.n_rows:])
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ from typing import Any, Iterator
 import torch
 
 from workbench.lm.generate import generate_speech_tokens, tts_prompt
+from workbench.lm.guidance import guidance_for
 from workbench.lm.interleaved import is_interleaved, n_units_in
 from workbench.lm.layout import TokenLayout, TokenSequence
 from workbench.search.base import (Candidate, Scorer, SearchCompute, SearchError, SearchRequest, SearchResult,
@@ -161,7 +162,8 @@ def _account_tokens(compute: SearchCompute, config: Any, state: DecodeState, bef
         start, stop = int(before[row]), int(state.n_new[row])
         if stop > start:
             added += stop - start
-            compute.lm_flops += token_flops(config, state.prompt_len, start, stop)
+            # guided decoding runs every row twice (with and without its text)
+            compute.lm_flops += (1 if state.guidance is None else 2) * token_flops(config, state.prompt_len, start, stop)
     compute.tokens_generated += added
     return added
 
@@ -217,8 +219,9 @@ def _reusable(process: Verifier, outcome: Verifier) -> bool:
 def _start(request: SearchRequest, compute: SearchCompute) -> tuple[DecodeState, Sampler]:
     model = request.lm.model
     ids = _prompt_ids(request)
-    state = prefill(model, ids)
-    compute.lm_flops += prefill_flops(model.config, len(ids))
+    guidance = guidance_for(model, request.sampling.guidance_scale)
+    state = prefill(model, ids, guidance)
+    compute.lm_flops += (1 if guidance is None else 2) * prefill_flops(model.config, len(ids))
     return state, Sampler(model, request.lm.layout, request.sampling, request.seed)
 
 
