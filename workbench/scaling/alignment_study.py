@@ -13,6 +13,8 @@ size, token budget, data and seed):
 - ``interleaved-chars-noise``: the same with 20 % of the input speech frames replaced by random
   codes during training (`workbench.lm.context_noise`); it pays off only past the cpu row budget
   (design.md, "Reading is not saying"), which is why the pipeline's LM trains longer.
+- ``interleaved-chars-cfg``: 10 % of training rows lose their text (`text_dropout`), and the
+  samples are drawn with classifier-free guidance on the text at scale 2 (`workbench.lm.guidance`).
 - ``interleaved-chars-own``: 40 % of the input speech frames replaced by the model's own samples
   from a first pass without gradients (parallel scheduled sampling, `speech_input_noise_source =
   "model"`): errors of the kind free-running generation makes, rather than random codes.
@@ -31,6 +33,8 @@ from typing import Any, ClassVar
 
 from workbench.settings import stage_profiles
 
+SAMPLING_KEY = "guidance_scale"  # a row's sampling setting, not a training field
+
 ROWS: dict[str, dict[str, Any]] = {
     "llasa-bpe": {"sequence_layout": "llasa", "text_frontend": "bpe"},
     "llasa-chars": {"sequence_layout": "llasa", "text_frontend": "chars"},
@@ -41,8 +45,11 @@ ROWS: dict[str, dict[str, Any]] = {
     "interleaved-chars-noise": {"sequence_layout": "interleaved", "text_frontend": "chars", "speech_input_noise": 0.2},
     "interleaved-chars-own": {"sequence_layout": "interleaved", "text_frontend": "chars", "speech_input_noise": 0.4,
                               "speech_input_noise_source": "model"},
+    "interleaved-chars-cfg": {"sequence_layout": "interleaved", "text_frontend": "chars", "text_dropout": 0.1,
+                              SAMPLING_KEY: 2.0},
 }
-"""Row name -> the LMTrainConfig fields it sets on top of the train profile."""
+"""Row name -> the LMTrainConfig fields it sets on top of the train profile (and, under
+`SAMPLING_KEY`, the classifier-free guidance scale its samples are drawn with)."""
 
 
 @dataclass(frozen=True)
@@ -81,8 +88,14 @@ def row_train_config(config: AlignmentStudyConfig, row: str):
     from workbench.config import for_profile
     from workbench.lm.train import LMTrainConfig
 
+    fields = {k: v for k, v in ROWS[row].items() if k != SAMPLING_KEY}
     return for_profile(LMTrainConfig, config.train_profile, preset=config.preset, token_budget=config.token_budget,
-                       seed=config.seed, progress=False, **ROWS[row])
+                       seed=config.seed, progress=False, **fields)
+
+
+def row_guidance_scale(row: str) -> float:
+    """The classifier-free guidance scale a row samples with (1 = none)."""
+    return float(ROWS[row].get(SAMPLING_KEY, 1.0))
 
 
 def row_run_id(config: AlignmentStudyConfig, row: str) -> str:
@@ -151,9 +164,11 @@ def _mean_wer(config: AlignmentStudyConfig, wavs: list, texts: list[str], sample
     return score_clips(wer_verifiers_of(config), wavs, sample_rate, texts)[0]
 
 
-def speak_and_score(lm: Any, codec: Any, config: AlignmentStudyConfig, n_samples: int) -> SpokenEvaluation:
-    """`n_samples` text-only samples (temperature `config.temperature`) of each held-out sentence,
-    decoded and scored by every WER verifier and by the speaker verifier against the recording."""
+def speak_and_score(lm: Any, codec: Any, config: AlignmentStudyConfig, n_samples: int,
+                    guidance_scale: float = 1.0) -> SpokenEvaluation:
+    """`n_samples` text-only samples (temperature `config.temperature`, classifier-free guidance
+    `guidance_scale`) of each held-out sentence, decoded and scored by every WER verifier and by
+    the speaker verifier against the recording."""
     import torch
 
     from workbench.lm.generate import SamplingConfig, synthesize
@@ -164,7 +179,8 @@ def speak_and_score(lm: Any, codec: Any, config: AlignmentStudyConfig, n_samples
     for i, u in enumerate(sentences):
         reference = codec.decode(u.codes[None].long())[0]
         sampling = SamplingConfig(temperature=config.temperature, num_return_sequences=n_samples,
-                                  seed=config.seed + i, max_new_tokens=2 * u.n_frames + 50)
+                                  seed=config.seed + i, max_new_tokens=2 * u.n_frames + 50,
+                                  guidance_scale=guidance_scale)
         with torch.no_grad():
             results = synthesize(lm.model, lm.tokenizer, lm.layout, u.text, chunk=False, sampling=sampling, codec=codec)
         for k, result in enumerate(results):
@@ -191,7 +207,8 @@ def resynthesis_floor(codec: Any, config: AlignmentStudyConfig) -> SpokenEvaluat
     return SpokenEvaluation(wer=wer, sim=1.0, n_clips=len(wavs), listen=wavs[: config.n_listen])
 
 
-def evaluate_model(model_dir: str | Path, codec: Any, config: AlignmentStudyConfig, n_samples: int) -> dict[str, Any]:
+def evaluate_model(model_dir: str | Path, codec: Any, config: AlignmentStudyConfig, n_samples: int,
+                   guidance_scale: float = 1.0) -> dict[str, Any]:
     """Text gain (own layout) and spoken evaluation of one trained LM."""
     from workbench.lm.diagnostics import lm_text_gain
     from workbench.lm.model import load_lm
@@ -199,9 +216,9 @@ def evaluate_model(model_dir: str | Path, codec: Any, config: AlignmentStudyConf
     lm = load_lm(model_dir)
     lm.model.eval()
     gain = lm_text_gain(lm, held_out(config), max_utterances=config.max_gain_utterances)
-    spoken = speak_and_score(lm, codec, config, n_samples)
+    spoken = speak_and_score(lm, codec, config, n_samples, guidance_scale)
     return {"layout": lm.meta.get("sequence_layout", "llasa"), "text_frontend": lm.meta.get("text_frontend", "bpe"),
-            "text_gain_nats": gain.gain_nats, "own_text_better": gain.fraction_better, "gain_utterances": gain.n_utterances,
+            "guidance_scale": guidance_scale, "text_gain_nats": gain.gain_nats, "own_text_better": gain.fraction_better, "gain_utterances": gain.n_utterances,
             **{f"wer_{k}": v for k, v in spoken.wer.items()}, "sim": spoken.sim, "n_clips": spoken.n_clips,
             "_listen": spoken.listen}
 
@@ -212,7 +229,7 @@ def ablation_table(config: AlignmentStudyConfig, summaries: dict[str, dict[str, 
 
     rows, audio = [], {}
     for row, summary in summaries.items():
-        record = evaluate_model(summary["model_dir"], codec, config, config.n_samples)
+        record = evaluate_model(summary["model_dir"], codec, config, config.n_samples, row_guidance_scale(row))
         audio[row] = record.pop("_listen")
         rows.append({"row": row, **record, "valid_loss": summary["final_valid_loss"],
                      "tokens_seen": summary["tokens_seen"], "train_wall_s": summary["wall_s"]})
@@ -232,6 +249,6 @@ def listening_rows(config: AlignmentStudyConfig, audio: dict[str, list[Any]], fl
             for i, u in enumerate(sentences)]
 
 
-__all__ = ["ROWS", "AlignmentStudyConfig", "SpokenEvaluation", "row_train_config", "row_run_id", "train_rows",
+__all__ = ["ROWS", "SAMPLING_KEY", "row_guidance_scale", "AlignmentStudyConfig", "SpokenEvaluation", "row_train_config", "row_run_id", "train_rows",
            "speak_and_score", "resynthesis_floor", "evaluate_model", "ablation_table", "best_row", "listening_rows",
            "held_out"]

@@ -34,6 +34,9 @@ class AblationConfig:
     quality_verifier: str = "dnsmos"  # "" = no quality column
     temperature: float = 0.8  # published sampling (docs/reference.md §2)
     top_p: float = 1.0
+    # Classifier-free guidance on the text for every arm (workbench.lm.guidance; 1 = off, > 1
+    # needs an LM trained with text_dropout); its second pass per token is counted in the compute
+    guidance_scale: float = 1.0
     step_tokens: int = 25  # process-verifier interval: 0.5 s at 50 Hz
     partial_s: float = 2.0
     seconds_per_word: float = 0.4  # token cap: 20 frames per word at 50 Hz ...

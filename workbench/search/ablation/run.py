@@ -75,7 +75,7 @@ def run_ablation(config: AblationConfig, *, run_id: str | None = None, root: str
     lm.model.eval()  # dropout off while sampling
     items = held_out_items(config)
     arms = plan_arms(config)
-    sampling = SamplingConfig(temperature=config.temperature, top_p=config.top_p)
+    sampling = SamplingConfig(temperature=config.temperature, top_p=config.top_p, guidance_scale=config.guidance_scale)
     options = SearchOptions(step_tokens=config.step_tokens, partial_s=config.partial_s,
                             seconds_per_word=config.seconds_per_word, margin_s=config.margin_s)
     notes: list[str] = []
