@@ -138,14 +138,19 @@ def score_clips(verifiers: Mapping[str, Any], wavs: list[torch.Tensor], sample_r
 
 def exposure_rows(lm: Any, codec: Any, utterances: Sequence[Any], verifiers: Mapping[str, Any], *,
                   alignments: Mapping[str, Any] | None = None, temperature: float = 0.8,
-                  seed: int = 0, guidance_scale: float = 1.0) -> list[ExposureRow]:
+                  seed: int = 0, guidance_scale: float = 1.0,
+                  rows: Sequence[str] = ROWS) -> list[ExposureRow]:
     """The module's rows for `utterances` (held-out `TokenizedUtterance`s): one clip per sentence
     and row. An interleaved LM needs `alignments` (utterances without a matching one are left out);
     a Llasa-layout LM has no "free, true durations" row. `guidance_scale` != 1 samples every LM row
     with classifier-free guidance on the text (`lm.guidance`; the model must have trained with
-    text dropout)."""
+    text dropout). `rows`: which of `ROWS` to decode (the others are skipped)."""
     from workbench.lm.generate import SamplingConfig, synthesize
     from workbench.lm.guidance import guidance_for
+
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        raise ValueError(f"exposure rows {unknown}: known rows are {list(ROWS)}")
     from workbench.lm.interleaved import is_interleaved
 
     interleaved = is_interleaved(lm.model)
@@ -165,29 +170,33 @@ def exposure_rows(lm: Any, codec: Any, utterances: Sequence[Any], verifiers: Map
     generator = torch.Generator().manual_seed(seed)
     clips: dict[str, list[torch.Tensor]] = {name: [] for name in ROWS}
     lm.model.eval()
+    wanted = set(rows)
     for i, u in enumerate(utterances):
         alignment = alignments[u.utterance_id] if interleaved else None
-        clips["floor"].append(decode(u.codes))
-        clips["teacher-forced"].append(decode(teacher_forced_codes(lm, u, alignment, temperature=temperature,
-                                                                   generator=generator, guidance=guidance)))
-        if interleaved:
+        if "floor" in wanted:
+            clips["floor"].append(decode(u.codes))
+        if "teacher-forced" in wanted:
+            clips["teacher-forced"].append(decode(teacher_forced_codes(lm, u, alignment, temperature=temperature,
+                                                                       generator=generator, guidance=guidance)))
+        if interleaved and "free, true durations" in wanted:
             clips["free, true durations"].append(decode(free_running_codes(lm, alignment, temperature=temperature,
                                                                            generator=generator, guidance=guidance)))
-        sampling = SamplingConfig(temperature=temperature, num_return_sequences=1, seed=seed + i,
-                                  max_new_tokens=2 * u.n_frames + 50, guidance_scale=guidance_scale)
-        with torch.no_grad():
-            result = synthesize(lm.model, lm.tokenizer, lm.layout, u.text, chunk=False, sampling=sampling,
-                                codec=codec)[0]
-        clips["free"].append(result.wav[0] if result.wav is not None else silence)
+        if "free" in wanted:
+            sampling = SamplingConfig(temperature=temperature, num_return_sequences=1, seed=seed + i,
+                                      max_new_tokens=2 * u.n_frames + 50, guidance_scale=guidance_scale)
+            with torch.no_grad():
+                result = synthesize(lm.model, lm.tokenizer, lm.layout, u.text, chunk=False, sampling=sampling,
+                                    codec=codec)[0]
+            clips["free"].append(result.wav[0] if result.wav is not None else silence)
     texts = [u.text for u in utterances]
-    rows = []
+    out = []
     for name in ROWS:
         if not clips[name]:
             continue
         wer, cer = score_clips(verifiers, clips[name], sample_rate, texts)
         seconds = sum(w.numel() for w in clips[name]) / sample_rate / len(clips[name])
-        rows.append(ExposureRow(name, wer, cer, seconds, len(clips[name])))
-    return rows
+        out.append(ExposureRow(name, wer, cer, seconds, len(clips[name])))
+    return out
 
 
 def exposure_table(rows: Sequence[ExposureRow]):
@@ -217,7 +226,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--asr", default="", help="workbench-asr model (10_codec trains it); '' = pocketsphinx only")
     parser.add_argument("--n", type=int, default=20, help="held-out sentences")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--temperature", type=float, nargs="+", default=[0.8],
+                        help="sampling temperatures, one table each (0 = the most likely code)")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS),
+                        help="which rows to decode (e.g. floor teacher-forced: no free-running)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0],
                         help="classifier-free guidance scales on the text, one table each (1 = off; > 1 needs "
@@ -233,9 +245,11 @@ def main(argv: list[str] | None = None) -> None:
         utterances = aligned_utterances(utterances, alignments)
     codec = load_codec(args.codec)
     for scale in args.guidance:
-        rows = exposure_rows(lm, codec, utterances[: args.n], verifiers, alignments=alignments,
-                             temperature=args.temperature, seed=args.seed, guidance_scale=scale)
-        print(f"guidance scale {scale}:\n{exposure_table(rows).round(4).to_string()}", flush=True)
+        for temperature in args.temperature:
+            rows = exposure_rows(lm, codec, utterances[: args.n], verifiers, alignments=alignments,
+                                 temperature=temperature, seed=args.seed, guidance_scale=scale, rows=args.rows)
+            print(f"guidance scale {scale}, temperature {temperature}:\n{exposure_table(rows).round(4).to_string()}",
+                  flush=True)
 
 
 if __name__ == "__main__":
