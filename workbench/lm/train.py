@@ -111,7 +111,7 @@ class LMTrainConfig:
     speech_input_noise: float = 0.0
     # What replaces the chosen input tokens: "uniform" random codes, or "model", the model's own
     # sample for that position from a first forward pass without gradients on the true inputs
-    # (parallel scheduled sampling, about 1.3x the cost of a step; workbench.lm.context_noise).
+    # (parallel scheduled sampling; a step costs about 1.4x, benchmarks/lm_speed.py row 6).
     speech_input_noise_source: Literal["uniform", "model"] = "uniform"
     # Training only: each row, with this probability, has every text unit replaced by a blank
     # (character front-end), so the same model also learns to predict speech without its text,
