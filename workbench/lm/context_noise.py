@@ -17,6 +17,8 @@ tokens by the model's own samples instead, the parallel scheduled sampling of Mi
 a code sampled from the model's prediction for it; the chosen positions take those codes, and the
 ordinary forward and backward pass runs on the mix (targets true). One extra forward pass without
 gradients: measured 0.70x the tokens/s of uniform noise (benchmarks/lm_speed.py, row 6).
+Measured at cpu scale it lowers validation loss and leaves free-running WER where uniform noise
+left it (docs/design.md, "Two more levers against exposure bias").
 
 The draw depends only on (seed, optimizer step, micro-batch index) and, for the model's samples, on
 the weights, which a resumed run restores exactly: it sees the same inputs as an uninterrupted one.
