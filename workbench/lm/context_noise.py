@@ -40,6 +40,10 @@ def noise_generator(seed: int, step: int, micro_batch: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step * 7_919 + micro_batch) % (2**63 - 1))
 
 
+def _is_speech(ids: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    return (ids >= layout.speech_offset) & (ids < layout.speech_offset + layout.codebook_size)
+
+
 def corrupt_speech_inputs(input_ids: torch.Tensor, layout: TokenLayout, rate: float,
                           generator: torch.Generator) -> torch.Tensor:
     """A copy of `input_ids` where each speech token is, with probability `rate`, replaced by a
@@ -47,14 +51,9 @@ def corrupt_speech_inputs(input_ids: torch.Tensor, layout: TokenLayout, rate: fl
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"speech input noise rate = {rate!r}: must be in [0, 1]")
     ids_cpu = input_ids.detach().to("cpu")
-    is_speech = (ids_cpu >= layout.speech_offset) & (ids_cpu < layout.speech_offset + layout.codebook_size)
-    hit = (torch.rand(ids_cpu.shape, generator=generator) < rate) & is_speech
+    hit = (torch.rand(ids_cpu.shape, generator=generator) < rate) & _is_speech(ids_cpu, layout)
     random_codes = torch.randint(0, layout.codebook_size, ids_cpu.shape, generator=generator) + layout.speech_offset
     return torch.where(hit, random_codes, ids_cpu).to(input_ids.device)
-
-
-def _is_speech(ids: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-    return (ids >= layout.speech_offset) & (ids < layout.speech_offset + layout.codebook_size)
 
 
 def sample_own_speech_codes(speech_logits: torch.Tensor, generator: torch.Generator,
