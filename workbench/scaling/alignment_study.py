@@ -56,7 +56,7 @@ ROWS: dict[str, dict[str, Any]] = {
 class AlignmentStudyConfig:
     rows: tuple[str, ...] = tuple(ROWS)
     preset: str = "cpu-1m"
-    token_budget: int = 400_000  # the cpu ladder's largest budget, so rows compare with its runs
+    token_budget: int = 400_000  # the first cpu ladder's largest budget, so rows compare with the measurements in docs/design.md
     train_profile: str = "cpu"
     n_sentences: int = 20  # held-out (test split) sentences for WER and similarity
     n_samples: int = 2  # text-only samples per sentence and row
